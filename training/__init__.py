@@ -1,0 +1,1 @@
+"""facevox training: data synthesis, voxel targets, network, loop and ONNX export (needs torch)."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One training call on the GPU machine (device tool): resume runs/main, train MINUTES, send back the
+# checkpoint (in ≤ 15 MB parts) and the loss log through $OUT. Usage: bash training/device.sh MINUTES [--key value ...]
+set -euo pipefail
+export PYTHONPATH=src:. PYTHONUNBUFFERED=1 FACEVOX_SFM=cache/sfm
+run=runs/main
+mkdir -p "$run"
+if compgen -G "$run/ckpt.pt.part*" >/dev/null; then  # parts carried to a fresh machine
+  cat "$run"/ckpt.pt.part* > "$run/ckpt.pt" && rm "$run"/ckpt.pt.part*
+fi
+python3 -m training.train --out "$run" --photos cache/real-faces --minutes "$1" "${@:2}" 2>&1 | tee "$OUT/train.txt"
+split -b 15m -d "$run/ckpt.pt" "$OUT/ckpt.pt.part"
+cp "$run/log.jsonl" "$OUT/log.jsonl"

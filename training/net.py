@@ -1,0 +1,104 @@
+"""The volumetric face network: a stacked hourglass (VRN) with volume, landmark and depth heads.
+
+Input (b, 3, 192, 192) RGB in [0, 1]. The trunk works at 1/4 resolution (48×48); the heads work at
+1/2 (96×96) with a skip from the stem; the volume logits are upsampled to the input resolution.
+Sizes are named entries of `CONFIGS` (timm-style registry): stacks and width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    stacks: int = 2
+    width: int = 128
+    depth: int = 4  # hourglass levels below 48×48
+    volume_depth: int = 200
+    landmarks: int = 68
+    input_size: int = 192
+
+
+CONFIGS = {
+    "vrn-hg1-w128": NetConfig(stacks=1, width=128),
+    "vrn-hg2-w128": NetConfig(stacks=2, width=128),
+    "vrn-hg2-w192": NetConfig(stacks=2, width=192),
+    "vrn-hg2-w256": NetConfig(stacks=2, width=256),
+}
+
+
+class Residual(nn.Module):
+    """Bottleneck residual block (pre-activation), as in the hourglass papers."""
+
+    def __init__(self, inputs: int, outputs: int):
+        super().__init__()
+        mid = outputs // 2
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(inputs), nn.ReLU(inplace=True), nn.Conv2d(inputs, mid, 1, bias=False),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, outputs, 1),
+        )
+        self.skip = nn.Identity() if inputs == outputs else nn.Conv2d(inputs, outputs, 1)
+
+    def forward(self, x):
+        return self.body(x) + self.skip(x)
+
+
+class Hourglass(nn.Module):
+    def __init__(self, depth: int, width: int):
+        super().__init__()
+        self.up = Residual(width, width)
+        self.down = Residual(width, width)
+        self.inner = Hourglass(depth - 1, width) if depth > 1 else Residual(width, width)
+        self.out = Residual(width, width)
+
+    def forward(self, x):
+        low = self.out(self.inner(self.down(F.max_pool2d(x, 2))))
+        return self.up(x) + F.interpolate(low, scale_factor=2, mode="nearest")
+
+
+class VolumeNet(nn.Module):
+    def __init__(self, config: NetConfig):
+        super().__init__()
+        self.config = c = config
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.stem_out = Residual(64, 64)  # 96×96 skip to the heads
+        self.pre = nn.Sequential(Residual(64, c.width), nn.MaxPool2d(2), Residual(c.width, c.width))
+        self.hourglasses = nn.ModuleList(Hourglass(c.depth, c.width) for _ in range(c.stacks))
+        self.features = nn.ModuleList(
+            nn.Sequential(Residual(c.width, c.width), nn.Conv2d(c.width, c.width, 1), nn.BatchNorm2d(c.width), nn.ReLU(inplace=True))
+            for _ in range(c.stacks)
+        )
+        self.merges = nn.ModuleList(nn.Conv2d(c.width, c.width, 1) for _ in range(c.stacks - 1))
+        head = 128
+        self.decode = nn.Sequential(
+            nn.Conv2d(c.width + 64, head, 3, padding=1, bias=False), nn.BatchNorm2d(head), nn.ReLU(inplace=True),
+            nn.Conv2d(head, head, 3, padding=1, bias=False), nn.BatchNorm2d(head), nn.ReLU(inplace=True),
+        )
+        self.volume_head = nn.Conv2d(head, c.volume_depth, 1)
+        self.heatmap_head = nn.Conv2d(head, c.landmarks, 1)
+        self.depth_head = nn.Conv2d(head, c.landmarks, 1)
+
+    def forward(self, image):
+        """Returns volume logits (b, D, s, s), heatmaps (b, 68, s/2, s/2), landmark depths (b, 68, s/2, s/2)."""
+        stem = self.stem(image - 0.5)
+        skip = self.stem_out(stem)
+        x = self.pre(stem)
+        for i, (hourglass, features) in enumerate(zip(self.hourglasses, self.features)):
+            y = features(hourglass(x))
+            if i < len(self.merges):
+                x = x + self.merges[i](y)
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        y = self.decode(torch.cat([y, skip], 1))
+        volume = F.interpolate(self.volume_head(y), scale_factor=2, mode="bilinear", align_corners=False)
+        landmark_depth = self.depth_head(y) * self.config.volume_depth / 4 + self.config.volume_depth / 2
+        return volume, self.heatmap_head(y), landmark_depth
+
+
+def create(name: str) -> VolumeNet:
+    return VolumeNet(CONFIGS[name])

@@ -1,0 +1,77 @@
+"""A batched point-splat rasteriser in torch: meshes in crop pixels → colour, depth and coverage.
+
+Each triangle is sampled densely (barycentric grid); every sample writes to its pixel, the nearest
+sample (smallest depth) wins. With samples closer than a pixel apart this gives the visible surface
+without a triangle rasteriser, and it runs on the GPU for a whole batch at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def barycentric_grid(subdivisions: int) -> torch.Tensor:
+    """(s, 3) barycentric weights of a regular grid over a triangle."""
+    steps = [(i, j) for i in range(subdivisions + 1) for j in range(subdivisions + 1 - i)]
+    weights = torch.tensor([(i, j, subdivisions - i - j) for i, j in steps], dtype=torch.float32)
+    return weights / subdivisions
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Unit vertex normals (b, n, 3), area-weighted, oriented as the triangles are wound."""
+    a, b, c = (vertices[:, triangles[:, i]] for i in range(3))
+    face_normals = torch.cross(b - a, c - a, dim=-1)
+    normals = torch.zeros_like(vertices)
+    for i in range(3):
+        normals.index_add_(1, triangles[:, i], face_normals)
+    return F.normalize(normals, dim=-1)
+
+
+def splat(
+    vertices: torch.Tensor,
+    triangles: torch.Tensor,
+    colours: torch.Tensor,
+    size: int,
+    subdivisions: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render (b, n, 3) vertices (x, y in pixels, z = depth, larger is farther) with (b, n, c) colours.
+
+    Returns image (b, c, size, size), depth (b, size, size) with +inf where empty, and the
+    coverage mask (b, size, size) bool.
+    """
+    batch, channels = vertices.shape[0], colours.shape[-1]
+    weights = barycentric_grid(subdivisions).to(vertices)
+    corners = vertices[:, triangles]  # (b, t, 3, 3)
+    points = torch.einsum("sk,btkd->btsd", weights, corners).reshape(batch, -1, 3)
+    point_colours = torch.einsum("sk,btkc->btsc", weights, colours[:, triangles]).reshape(
+        batch, -1, channels
+    )
+    column, row = points[..., 0].round().long(), points[..., 1].round().long()
+    inside = (column >= 0) & (column < size) & (row >= 0) & (row < size)
+    pixel = torch.where(inside, row * size + column, size * size)  # the extra slot takes outsiders
+    pixel = pixel + torch.arange(batch, device=pixel.device)[:, None] * (size * size + 1)
+    pixel, depth = pixel.reshape(-1), points[..., 2].reshape(-1)
+    slots = batch * (size * size + 1)
+    zbuffer = torch.full((slots,), float("inf"), device=depth.device)
+    zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin")
+    winners = depth <= zbuffer[pixel]
+    image = torch.zeros(slots, channels, device=depth.device, dtype=colours.dtype)
+    image[pixel[winners]] = point_colours.reshape(-1, channels)[winners]
+    zbuffer = zbuffer.reshape(batch, size * size + 1)[:, :-1].reshape(batch, size, size)
+    image = image.reshape(batch, size * size + 1, channels)[:, :-1]
+    image = image.reshape(batch, size, size, channels).permute(0, 3, 1, 2)
+    return _fill_holes(image, zbuffer)
+
+
+def _fill_holes(image: torch.Tensor, depth: torch.Tensor):
+    """Fill single empty pixels surrounded by surface (splat gaps) from their nearest neighbours."""
+    empty = torch.isinf(depth)
+    near = -F.max_pool2d(-torch.where(empty, torch.full_like(depth, 1e6), depth)[:, None], 3, 1, 1)[:, 0]
+    covered_around = F.avg_pool2d((~empty).float()[:, None], 3, 1, 1)[:, 0] > 0.6
+    hole = empty & covered_around
+    depth = torch.where(hole, near, depth)
+    blurred = F.avg_pool2d(torch.where(empty[:, None], 0.0, image), 3, 1, 1)
+    weight = F.avg_pool2d((~empty).float()[:, None], 3, 1, 1).clamp_min(1e-6)
+    image = torch.where(hole[:, None], blurred / weight, image)
+    return image, depth, ~torch.isinf(depth)

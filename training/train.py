@@ -1,0 +1,176 @@
+"""Train the volumetric face network (nanoGPT-style: config at the top, one readable loop).
+
+    python -m training.train --out runs/main --minutes 8.5      # starts, or resumes runs/main/ckpt.pt
+    python -m training.train --init-onnx src/facevox/models/vrn-hg2-w192.onnx ...   # from shipped weights
+
+Each call trains until --minutes have passed (the device tool allows ≤ 10 minutes a command), then
+saves the checkpoint; the next call resumes it. The loss log is appended to OUT/log.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training import sfm
+from training.net import CONFIGS, VolumeNet
+from training.sources.synthetic import SyntheticFaces, load_photos
+from training.splits import real_faces
+from training.voxels import occupancy
+
+# ---- config (every key can be overridden: --key value) ----
+config = dict(
+    net="vrn-hg2-w192",
+    batch_size=32,
+    lr=1e-3,
+    weight_decay=1e-4,
+    warmup_steps=500,
+    total_steps=40000,  # length of the cosine schedule
+    heatmap_weight=20.0,
+    depth_weight=0.05,
+    heatmap_sigma=1.5,  # in heatmap cells
+    seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
+    eval_every=500,
+    minutes=8.5,
+    out="runs/main",
+    init_onnx="",
+    photos="",  # folder of real-faces photos for background clutter ('' = procedural only)
+    sfm="",
+    device="cuda" if torch.cuda.is_available() else "cpu",
+)
+HELD_OUT_SEED = 10**9
+
+
+def heatmap_targets(landmarks: torch.Tensor, size: int, input_size: int, sigma: float) -> torch.Tensor:
+    """Gaussian heatmaps (b, 68, size, size) centred on landmarks given in crop pixels."""
+    stride = input_size / size
+    centres = (landmarks[..., :2] - (stride - 1) / 2) / stride  # crop pixels → heatmap cells
+    cells = torch.arange(size, device=landmarks.device, dtype=torch.float32)
+    gx = torch.exp(-((cells - centres[..., 0:1]) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((cells - centres[..., 1:2]) ** 2) / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def losses(net: VolumeNet, batch, cfg) -> dict[str, torch.Tensor]:
+    c = net.config
+    volume_target = occupancy(batch.depth, batch.mask, c.volume_depth)
+    volume, heatmaps, landmark_depth = net(batch.image)
+    heatmap_target = heatmap_targets(batch.landmarks, heatmaps.shape[-1], c.input_size, cfg["heatmap_sigma"])
+    depth_error = (landmark_depth.float() - batch.landmarks[..., 2, None, None]).abs()
+    return {
+        "volume": F.binary_cross_entropy_with_logits(volume.float(), volume_target),
+        "heatmap": F.mse_loss(heatmaps.float(), heatmap_target),
+        "depth": (depth_error * heatmap_target).sum() / heatmap_target.sum(),
+    }
+
+
+@torch.no_grad()
+def evaluate(net: VolumeNet, source, batches: int = 4, batch_size: int = 16) -> dict[str, float]:
+    """Volumetric IoU and losses on a fixed held-out synthetic set."""
+    net.eval()
+    inter = union = 0.0
+    for i in range(batches):
+        batch = source.sample(batch_size, HELD_OUT_SEED + i)
+        with torch.autocast(net_device(net).type, dtype=torch.bfloat16, enabled=net_device(net).type == "cuda"):
+            volume, _, _ = net(batch.image)
+        predicted = volume.float() > 0
+        target = occupancy(batch.depth, batch.mask, net.config.volume_depth) > 0.5
+        inter += (predicted & target).sum().item()
+        union += (predicted | target).sum().item()
+    net.train()
+    return {"iou": inter / max(union, 1)}
+
+
+def net_device(net):
+    return next(net.parameters()).device
+
+
+def load_onnx_weights(net: VolumeNet, path: str) -> None:
+    """Start from the shipped model: its ONNX initializers carry the state dict (prefix 'net.')."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
+    state = net.state_dict()
+    missing = [k for k in state if k not in weights]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} weights, e.g. {missing[:3]}")
+    net.load_state_dict({k: weights[k].reshape(state[k].shape) for k in state})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for key, value in config.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    cfg = vars(parser.parse_args())
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    model = sfm.load(cfg["sfm"] or None)
+    photos = load_photos(real_faces(Path(cfg["photos"]), "train")) if cfg["photos"] else None
+    source = SyntheticFaces(model, photos, device=cfg["device"])
+    held_out = SyntheticFaces(model, None, device=cfg["device"])
+
+    net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    step, checkpoint = 0, out / "ckpt.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=cfg["device"], weights_only=False)
+        net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"resumed {checkpoint} at step {step}")
+    elif cfg["init_onnx"]:
+        load_onnx_weights(net, cfg["init_onnx"])
+        print(f"initialised from {cfg['init_onnx']}")
+
+    def lr_at(s):
+        if s < cfg["warmup_steps"]:
+            return cfg["lr"] * (s + 1) / cfg["warmup_steps"]
+        progress = min(1.0, (s - cfg["warmup_steps"]) / max(1, cfg["total_steps"] - cfg["warmup_steps"]))
+        return cfg["lr"] * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    log = open(out / "log.jsonl", "a")
+    started, last = time.time(), time.time()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg["device"] == "cuda")
+    while step < cfg["total_steps"] and time.time() - started < cfg["minutes"] * 60:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        batch = source.sample(cfg["batch_size"], cfg["seed"] * 10**7 + step)
+        batch.image = batch.image.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            parts = losses(net, batch, cfg)
+        loss = parts["volume"] + cfg["heatmap_weight"] * parts["heatmap"] + cfg["depth_weight"] * parts["depth"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0 or step == 1:
+            record = {"step": step, "lr": lr_at(step), "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                      "steps_per_s": 50 / (time.time() - last) if step > 1 else 0.0}
+            last = time.time()
+            if step % cfg["eval_every"] == 0:
+                record.update(evaluate(net, held_out))
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    state = {"model": {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in net.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "step": step, "config": cfg["net"], "train_config": cfg,
+             "metadata": {"name": cfg["net"], "training_steps": step}}
+    torch.save(state, checkpoint.with_suffix(".tmp"))
+    os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
+    print(f"saved {checkpoint} at step {step}")
+
+
+if __name__ == "__main__":
+    main()
