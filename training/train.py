@@ -32,8 +32,9 @@ config = dict(
     lr=1e-3,
     weight_decay=1e-4,
     warmup_steps=500,
-    total_steps=40000,  # length of the cosine schedule
-    heatmap_weight=20.0,
+    total_steps=10**9,  # training stops here; the learning rate is constant until the decay stretch
+    decay_steps=0,  # the last decay_steps steps before total_steps decay the rate (cosine) to 2 %
+    heatmap_weight=1000.0,
     depth_weight=0.05,
     heatmap_sigma=1.5,  # in heatmap cells
     seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
@@ -133,10 +134,11 @@ def main():
         load_onnx_weights(net, cfg["init_onnx"])
         print(f"initialised from {cfg['init_onnx']}")
 
-    def lr_at(s):
+    def lr_at(s):  # warmup, constant, then a cosine decay over the last decay_steps (resumable in chunks)
         if s < cfg["warmup_steps"]:
             return cfg["lr"] * (s + 1) / cfg["warmup_steps"]
-        progress = min(1.0, (s - cfg["warmup_steps"]) / max(1, cfg["total_steps"] - cfg["warmup_steps"]))
+        decay_start = cfg["total_steps"] - cfg["decay_steps"]
+        progress = min(1.0, max(0.0, (s - decay_start) / max(1, cfg["decay_steps"])))
         return cfg["lr"] * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     log = open(out / "log.jsonl", "a")
@@ -164,7 +166,7 @@ def main():
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
-    state = {"model": {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in net.state_dict().items()},
+    state = {"model": net.state_dict(),
              "optimizer": optimizer.state_dict(), "step": step, "config": cfg["net"], "train_config": cfg,
              "metadata": {"name": cfg["net"], "training_steps": step}}
     torch.save(state, checkpoint.with_suffix(".tmp"))
