@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training import sfm
 from training.net import CONFIGS, VolumeNet
+
+LICENCE = ("Non-commercial use only: trained on shapes of the Surrey Face Model (non-commercial licence) "
+           "rendered with background clutter from web-collected photos.")
 
 
 class Exported(torch.nn.Module):
@@ -34,8 +38,10 @@ def export(net: VolumeNet, path: Path, metadata: dict) -> None:
         opset_version=17, dynamo=False,
     )
     c = net.config
+    model = sfm.load()
     info = {"input_size": c.input_size, "volume_depth": c.volume_depth, "heatmap_size": c.input_size // 2,
-            "num_landmarks": c.landmarks, "stacks": c.stacks, "width": c.width, **metadata}
+            "num_landmarks": c.landmarks, "stacks": c.stacks, "width": c.width,
+            "mean_landmarks_3d": np.round(model.mean[model.landmarks], 3).tolist(), "licence": LICENCE, **metadata}
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
 
 
@@ -59,7 +65,10 @@ def main():
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     net = VolumeNet(CONFIGS[state["config"]])
     net.load_state_dict({k: v.float() for k, v in state["model"].items()})
-    export(net, args.output, state["metadata"])
+    train_config = state.get("train_config", {})
+    metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
+                "data": "synthetic Surrey Face Model renders (training/sources/synthetic.py)"}
+    export(net, args.output, metadata)
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
 
 

@@ -39,3 +39,10 @@ def fit_rotation(model_points: np.ndarray, observed_points: np.ndarray) -> np.nd
     u, _, vt = np.linalg.svd(b.T @ a)
     d = np.sign(np.linalg.det(u @ vt))
     return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def head_pose(landmarks_3d: np.ndarray, mean_landmarks_3d: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) of 68 landmarks in the photo/crop frame (x right, y down, z away)
+    against the mean face's landmarks in the model frame."""
+    observed = np.asarray(landmarks_3d, dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+    return angles(fit_rotation(np.asarray(mean_landmarks_3d, dtype=np.float64), observed))

@@ -1,0 +1,115 @@
+"""The whole pipeline in one object: photo → faces → crop → volume → mesh (+ landmarks, pose).
+
+    import facevox
+    faces = facevox.reconstruct("photo.jpg")          # one call, model loaded on first use
+    recon = facevox.Reconstructor()                   # or load once, reuse for many photos
+    for face in recon("photo.jpg"): ...
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from facevox import crop as crop_rule
+from facevox import landmarks, mesh, pose
+from facevox.errors import NoFaceError
+from facevox.face import Face
+from facevox.faces import Detection, default_detectors, detect_faces
+from facevox.image import load_image
+from facevox.volume import VolumeModel
+
+
+@dataclass
+class Settings:
+    """How meshes are made. smooth: Taubin iterations; max_triangles: decimate above this (0 = never);
+    refine: re-crop once from the network's own landmarks (steadier crops, twice the network time)."""
+
+    smooth: int = 10
+    max_triangles: int = 60_000
+    refine: bool = True
+    solid: bool = False  # also build the closed body (Face.extras['solid']) for STL
+
+
+class Reconstructor:
+    """Loads the network and the face detectors once; call it on photos."""
+
+    def __init__(self, model_path=None, detectors=None, settings: Settings | None = None, threads: int | None = None):
+        self.model = VolumeModel(model_path, threads=threads)
+        self.detectors = detectors if detectors is not None else default_detectors()
+        self.settings = settings or Settings()
+        self.mean_landmarks = np.asarray(self.model.info["mean_landmarks_3d"], dtype=np.float64)
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, source, all_faces: bool = True) -> list[Face]:
+        return self.reconstruct(source, all_faces)
+
+    def reconstruct(self, source, all_faces: bool = True) -> list[Face]:
+        """All faces in the photo, largest first (only the largest if all_faces is False).
+        Raises FacevoxError for an unreadable photo and NoFaceError when no face is found."""
+        clock = _Clock()
+        image = load_image(source)
+        clock.lap("decode")
+        detections = detect_faces(image, self.detectors)
+        clock.lap("detect")
+        if not detections:
+            raise NoFaceError("no face found in the photo")
+        faces = [self.reconstruct_face(image, d, clock) for d in (detections if all_faces else detections[:1])]
+        self.timings = clock.laps
+        return faces
+
+    def reconstruct_face(self, image: np.ndarray, detection: Detection, clock: "_Clock | None" = None) -> Face:
+        """One face, from a detection (a face box in the photo)."""
+        clock = clock or _Clock()
+        size = self.model.input_size
+        matrix = crop_rule.crop_matrix(detection.box, size)
+        output = self.model(crop_rule.crop_image(image, matrix, size))[0]
+        points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
+        if self.settings.refine:  # the network's landmarks give the face box exactly by the crop rule's convention
+            box = np.r_[crop_rule.apply(crop_rule.invert(matrix), points[:, :2]).min(0), crop_rule.apply(crop_rule.invert(matrix), points[:, :2]).max(0)]
+            matrix = crop_rule.crop_matrix(box, size)
+            output = self.model(crop_rule.crop_image(image, matrix, size))[0]
+            points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
+        clock.lap("network")
+        surface = mesh.surface_mesh(output.volume, smooth_iterations=self.settings.smooth)
+        if self.settings.max_triangles:
+            surface = mesh.decimate(surface, self.settings.max_triangles)
+        clock.lap("mesh")
+        surface = mesh.colour_from_photo(mesh.to_photo(surface, matrix), image)
+        clock.lap("colour")
+        extras = {"crop_matrix": matrix}
+        if self.settings.solid:
+            extras["solid"] = mesh.to_photo(mesh.solid_mesh(output.volume, smooth_iterations=self.settings.smooth), matrix)
+            clock.lap("solid")
+        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        points_photo = np.column_stack([crop_rule.apply(crop_rule.invert(matrix), points[:, :2]), points[:, 2] / scale])
+        yaw, pitch, roll = pose.head_pose(points, self.mean_landmarks)
+        return Face(
+            box=np.asarray(detection.box, dtype=np.float64), score=detection.score,
+            landmarks_2d=points_photo[:, :2], landmarks_3d=points_photo,
+            yaw=yaw, pitch=pitch, roll=roll, mesh=surface, extras=extras,
+        )
+
+
+class _Clock:
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+_default: Reconstructor | None = None
+
+
+def reconstruct(source, all_faces: bool = True) -> list[Face]:
+    """facevox in one call: every face in a photo (path, bytes, PIL image or array), largest first."""
+    global _default
+    if _default is None:
+        _default = Reconstructor()
+    return _default.reconstruct(source, all_faces)

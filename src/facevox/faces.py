@@ -1,0 +1,144 @@
+"""Faces stage: find faces in an RGB photo and return them as face boxes, largest first.
+
+A *face box* is the box of the 68 iBUG landmarks (see `crop.py`). Each detector reports its own
+kind of box, so each carries a `BoxConvention` that maps its boxes onto face boxes; the numbers were
+measured by `training/calibrate_detectors.py` (detector box against the network's own landmarks on
+real photos). MediaPipe's detector (bundled in its wheel) runs first; OpenCV's Haar cascades
+(frontal and profile, bundled in opencv-python-headless) are the fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray  # face box (x0, y0, x1, y1) in photo pixels
+    score: float
+    detector: str
+
+
+@dataclass(frozen=True)
+class BoxConvention:
+    """Face box = detector box scaled by (scale_x, scale_y) about its centre moved by (shift_x, shift_y)·size."""
+
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+    def to_face_box(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        width, height = x1 - x0, y1 - y0
+        cx = (x0 + x1) / 2 + self.shift_x * width
+        cy = (y0 + y1) / 2 + self.shift_y * height
+        half_w, half_h = self.scale_x * width / 2, self.scale_y * height / 2
+        return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+class MediaPipeDetector:
+    """MediaPipe's BlazeFace, short range (faces near the camera) and full range (small faces)."""
+
+    name = "mediapipe"
+    convention = BoxConvention(scale_x=1.0, scale_y=1.0, shift_x=0.0, shift_y=0.0)
+
+    def __init__(self, min_score: float = 0.5):
+        from mediapipe.python.solutions import face_detection
+
+        self._models = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_score) for m in (0, 1)]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        height, width = image.shape[:2]
+        found = []
+        for model in self._models:
+            for detection in model.process(np.ascontiguousarray(image)).detections or []:
+                box = detection.location_data.relative_bounding_box
+                x0, y0 = box.xmin * width, box.ymin * height
+                x1, y1 = x0 + box.width * width, y0 + box.height * height
+                found.append(Detection(self.convention.to_face_box(x0, y0, x1, y1), float(detection.score[0]), self.name))
+        return found
+
+    def close(self):
+        for model in self._models:
+            model.close()
+
+
+class HaarDetector:
+    """OpenCV's Haar cascades: frontal faces, and profiles facing either way."""
+
+    name = "haar"
+    conventions = {
+        "frontal": BoxConvention(scale_x=1.0, scale_y=1.0, shift_x=0.0, shift_y=0.0),
+        "profile": BoxConvention(scale_x=1.0, scale_y=1.0, shift_x=0.0, shift_y=0.0),
+    }
+
+    def __init__(self):
+        import cv2
+
+        folder = cv2.data.haarcascades
+        self._cv2 = cv2
+        self._frontal = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
+        self._profile = cv2.CascadeClassifier(folder + "haarcascade_profileface.xml")
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        cv2 = self._cv2
+        grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        height, width = grey.shape
+        min_size = (max(24, min(height, width) // 12),) * 2
+        found = []
+        for kind, cascade, flipped in (("frontal", self._frontal, False), ("profile", self._profile, False), ("profile", self._profile, True)):
+            source = grey[:, ::-1] if flipped else grey
+            boxes, _, weights = cascade.detectMultiScale3(source, 1.1, 5, minSize=min_size, outputRejectLevels=True)
+            for (x, y, w, h), weight in zip(boxes, np.ravel(weights)):
+                x0 = width - (x + w) if flipped else x
+                convention = self.conventions[kind]
+                if flipped:  # the profile convention is measured for faces turned one way; mirror it
+                    convention = BoxConvention(convention.scale_x, convention.scale_y, -convention.shift_x, convention.shift_y)
+                score = float(1 / (1 + np.exp(-(weight - 2.0))))  # cascade level weight → (0, 1)
+                found.append(Detection(convention.to_face_box(x0, y, x0 + w, y + h), score, f"{self.name}-{kind}"))
+        return found
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / max(area(a) + area(b) - inter, 1e-9)
+
+
+def merge(detections: list[Detection], overlap: float = 0.3) -> list[Detection]:
+    """Non-maximum suppression by score, then largest face first."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: -d.score):
+        if all(box_iou(detection.box, k.box) < overlap for k in kept):
+            kept.append(detection)
+    return sorted(kept, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+
+
+def detect_faces(image: np.ndarray, detectors: list[Detector]) -> list[Detection]:
+    """All faces found by the first detector that finds any (the rest are fallbacks), largest first."""
+    for detector in detectors:
+        found = merge(detector.detect(image))
+        if found:
+            return found
+    return []
+
+
+def default_detectors() -> list[Detector]:
+    detectors: list[Detector] = []
+    try:
+        detectors.append(MediaPipeDetector())
+    except ImportError:  # mediapipe has no wheel for this platform: Haar alone
+        pass
+    detectors.append(HaarDetector())
+    return detectors

@@ -1,0 +1,99 @@
+"""Photo stage: any image source → an RGB uint8 array (h, w, 3), upright as the camera saw it."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facevox.errors import FacevoxError
+
+MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression bombs)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
+
+try:  # HEIC/HEIF photos from phones
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a dependency, but decoding still works without it
+    pass
+
+
+def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a path, bytes, file object, PIL image or array into an upright RGB uint8 array.
+
+    EXIF orientation is applied; greyscale, palette, CMYK, 16-bit and alpha images become RGB
+    (alpha composited on white). Raises FacevoxError with a one-line reason for anything else.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    name = "image"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = path.name
+        if not path.exists():
+            raise FacevoxError(f"{path}: no such file")
+        if path.is_dir():
+            raise FacevoxError(f"{path}: is a directory, not an image")
+        source = path.read_bytes()
+    elif hasattr(source, "read"):
+        source = source.read()
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        raise FacevoxError(f"cannot read an image from {type(source).__name__}")
+    if len(source) == 0:
+        raise FacevoxError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(source)) as image:
+            if image.width * image.height > max_pixels:
+                raise FacevoxError(
+                    f"{name}: {image.width}×{image.height} pixels is too large (limit {max_pixels // 1_000_000} megapixels)"
+                )
+            image.load()
+            return _pil_to_rgb(image)
+    except FacevoxError:
+        raise
+    except UnidentifiedImageError:
+        raise FacevoxError(f"{name}: not an image (or a format facevox cannot read)") from None
+    except Image.DecompressionBombError:
+        raise FacevoxError(f"{name}: too many pixels (decompression bomb?)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise FacevoxError(f"{name}: damaged or truncated image ({error})") from None
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        grey = np.clip(wide / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise FacevoxError(f"an image array must be (h, w), (h, w, 3) or (h, w, 4); got {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0) + 0.5, 0, 255)
+        elif array.dtype == np.uint16:
+            array = array / 257.0 + 0.5
+        array = array.astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES

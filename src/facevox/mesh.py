@@ -1,0 +1,125 @@
+"""Mesh stage: occupancy volume → triangle mesh (marching cubes at 0.5) → the photo's frame, coloured.
+
+Volumes are indexed [k, y, x] in crop pixels (k = depth away from the camera) and are full from the
+visible surface to the back of the volume. Two meshes come out of one volume:
+
+* the *surface*: the face as the camera sees it, the triangles that face the camera (the side walls
+  that the filled volume has along the face's outline are left out);
+* the *solid*: a closed, watertight body (the face cut flat just behind its deepest visible point),
+  for 3D printing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facevox.crop import invert
+from facevox.face import Mesh
+
+FACING = -0.2  # a surface triangle's unit normal has z below this (it faces the camera, -z)
+
+
+def _marching_cubes(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes over the occupied part of a zero-padded volume → vertices (x, y, k), triangles."""
+    from skimage.measure import marching_cubes
+
+    occupied = volume > level
+    if not occupied.any() or occupied.all():
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    ks, ys, xs = (np.flatnonzero(occupied.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    k0, y0, x0 = max(ks[0] - 1, 0), max(ys[0] - 1, 0), max(xs[0] - 1, 0)
+    part = volume[k0 : ks[-1] + 2, y0 : ys[-1] + 2, x0 : xs[-1] + 2]
+    part = np.pad(part, 1)  # empty all round, so the surface closes
+    vertices, triangles, _, _ = marching_cubes(part, level, allow_degenerate=False)
+    vertices = vertices[:, ::-1] + np.array([x0, y0, k0]) - 1.0  # (k, y, x) → (x, y, k), undo crop and pad
+    # With the axes swapped to (x, y, k), skimage's corner order gives normals out of the body.
+    return vertices, triangles.astype(np.int64)
+
+
+def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    a, b, c = (vertices[triangles[:, i]] for i in range(3))
+    normals = np.cross(b - a, c - a)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+def _largest_component(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the largest edge-connected piece and drop unused vertices."""
+    import trimesh
+
+    if len(triangles) == 0:
+        return vertices, triangles
+    labels = trimesh.graph.connected_component_labels(trimesh.graph.face_adjacency(triangles), node_count=len(triangles))
+    keep = triangles[labels == np.bincount(labels).argmax()]
+    used, remap = np.unique(keep, return_inverse=True)
+    return vertices[used], remap.reshape(-1, 3).astype(np.int64)
+
+
+def _smooth(vertices: np.ndarray, triangles: np.ndarray, iterations: int) -> np.ndarray:
+    import trimesh
+
+    if iterations <= 0 or len(triangles) == 0:
+        return vertices
+    body = trimesh.Trimesh(vertices, triangles, process=False)
+    trimesh.smoothing.filter_taubin(body, lamb=0.5, nu=-0.53, iterations=iterations)
+    return np.asarray(body.vertices)
+
+
+def surface_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10) -> Mesh:
+    """The visible face surface in crop coordinates (x, y, k), largest piece only, Taubin-smoothed."""
+    vertices, triangles = _marching_cubes(volume, level)
+    if len(triangles):
+        triangles = triangles[face_normals(vertices, triangles)[:, 2] < FACING]
+        vertices, triangles = _largest_component(vertices, triangles)
+    return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
+
+
+def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
+    """A closed body in crop coordinates: the face, cut flat `back_margin` voxels behind its deepest
+    visible point, so that a printer gets a solid relief with a flat back."""
+    full = volume > level
+    columns = full.any(axis=0)
+    if not columns.any():
+        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    front = full.argmax(axis=0)[columns]
+    back = min(int(np.percentile(front, 99) + back_margin), volume.shape[0] - 1)
+    vertices, triangles = _marching_cubes(volume[: back + 1], level)
+    vertices, triangles = _largest_component(vertices, triangles)
+    return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
+
+
+def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
+    """Crop coordinates (x, y, k) → photo frame (x, y pixels; z = depth in photo pixels)."""
+    back = invert(crop_matrix)
+    scale = float(np.sqrt(abs(np.linalg.det(crop_matrix[:, :2]))))  # crop pixels per photo pixel
+    xy = mesh.vertices[:, :2] @ back[:, :2].T + back[:, 2]
+    vertices = np.column_stack([xy, mesh.vertices[:, 2] / scale])
+    return Mesh(vertices, mesh.triangles, mesh.colours)
+
+
+def colour_from_photo(mesh: Mesh, image: np.ndarray) -> Mesh:
+    """Per-vertex colours sampled bilinearly from the photo at each vertex's (x, y) in photo pixels."""
+    import cv2
+
+    if len(mesh.vertices) == 0:
+        return Mesh(mesh.vertices, mesh.triangles, np.zeros((0, 3), np.uint8))
+    map_x = mesh.vertices[:, 0].astype(np.float32).reshape(1, -1)
+    map_y = mesh.vertices[:, 1].astype(np.float32).reshape(1, -1)
+    colours = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+    return Mesh(mesh.vertices, mesh.triangles, colours.astype(np.uint8))
+
+
+def decimate(mesh: Mesh, max_triangles: int) -> Mesh:
+    """Fewer triangles (quadric decimation, fast-simplification), colours carried to the kept vertices."""
+    import trimesh
+
+    if len(mesh.triangles) <= max_triangles:
+        return mesh
+    body = trimesh.Trimesh(mesh.vertices, mesh.triangles, process=False)
+    simpler = body.simplify_quadric_decimation(face_count=max_triangles)
+    colours = None
+    if mesh.colours is not None:
+        from scipy.spatial import cKDTree
+
+        _, nearest = cKDTree(mesh.vertices).query(simpler.vertices)
+        colours = mesh.colours[nearest]
+    return Mesh(np.asarray(simpler.vertices), np.asarray(simpler.faces, dtype=np.int64), colours)

@@ -1,0 +1,53 @@
+"""Volume stage: a (192, 192, 3) crop → the network's occupancy volume, landmark heatmaps and depths.
+
+The model is an ONNX file with a JSON of its sizes beside it (docs/architecture.md, "model contract");
+sizes are read from that JSON, never assumed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "vrn-hg2-w192"
+
+
+@dataclass
+class NetworkOutput:
+    """volume (D, s, s) occupancy in [0, 1], indexed [k, y, x]; heatmaps and landmark_depth (68, H, H)."""
+
+    volume: np.ndarray
+    heatmaps: np.ndarray
+    landmark_depth: np.ndarray
+
+
+class VolumeModel:
+    """The shipped network on onnxruntime (CPU unless told otherwise). Load once, call many times."""
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, providers=None):
+        import onnxruntime
+
+        path = Path(path) if path else MODELS_DIR / f"{DEFAULT_MODEL}.onnx"
+        if not path.exists():
+            raise FileNotFoundError(f"model file {path} not found")
+        self.path = path
+        self.info = json.loads(path.with_suffix(".json").read_text())
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.input_size = int(self.info["input_size"])
+
+    def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        volume, heatmaps, depth = self.session.run(["volume", "heatmaps", "landmark_depth"], {"image": batch})
+        return [NetworkOutput(v, h, d) for v, h, d in zip(volume, heatmaps, depth)]
