@@ -9,6 +9,9 @@ real photos). MediaPipe's detector (bundled in its wheel) runs first; OpenCV's H
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +48,23 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> list[Detection]: ...
 
 
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """Silence what MediaPipe's C++ side prints to stderr (TFLite and absl start-up chatter)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class MediaPipeDetector:
     """MediaPipe's BlazeFace, short range (faces near the camera) and full range (small faces)."""
 
@@ -54,13 +74,19 @@ class MediaPipeDetector:
     def __init__(self, min_score: float = 0.5):
         from mediapipe.python.solutions import face_detection
 
-        self._models = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_score) for m in (0, 1)]
+        with _quiet_native_logs():
+            self._models = [face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_score) for m in (0, 1)]
+            for model in self._models:  # start each graph now, while its start-up chatter is silenced
+                model.process(np.zeros((64, 64, 3), np.uint8))
+        atexit.register(self.close)  # MediaPipe logs its teardown to stderr; close quietly instead
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
         found = []
         for model in self._models:
-            for detection in model.process(np.ascontiguousarray(image)).detections or []:
+            with _quiet_native_logs():
+                detections = model.process(np.ascontiguousarray(image)).detections or []
+            for detection in detections:
                 box = detection.location_data.relative_bounding_box
                 x0, y0 = box.xmin * width, box.ymin * height
                 x1, y1 = x0 + box.width * width, y0 + box.height * height
@@ -68,8 +94,10 @@ class MediaPipeDetector:
         return found
 
     def close(self):
-        for model in self._models:
-            model.close()
+        with _quiet_native_logs():
+            for model in self._models:
+                model.close()
+        self._models = []
 
 
 class HaarDetector:

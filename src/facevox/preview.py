@@ -72,3 +72,13 @@ def contact_sheet(mesh: Mesh, size: int = 384, yaws=(0.0, 40.0, 75.0), colour: b
     """The mesh from several angles side by side, with and without colour."""
     rows = [np.concatenate([render(mesh, size, yaw, colour=c) for yaw in yaws], axis=1) for c in ((True, False) if colour else (False,))]
     return np.concatenate(rows, axis=0)
+
+
+def save_png(picture: np.ndarray) -> bytes:
+    """PNG bytes of an RGB uint8 picture."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(picture[:, :, ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()

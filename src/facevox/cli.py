@@ -1,0 +1,163 @@
+"""The `facevox` command: photos in, 3D face files out.
+
+    facevox photo.jpg                                   # writes photo.glb and photo.json beside it
+    facevox photos/ more.jpg -o out/ --format glb,stl --all-faces --preview
+    facevox serve                                       # the web page (facevox.web)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from facevox.errors import FacevoxError, NoFaceError
+from facevox.export import FORMATS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="One photo of a face in, a 3D model of that face out.")
+
+
+@app.callback()
+def _group():
+    """One photo of a face in, a 3D model of that face out. `facevox PHOTO...` is short for `facevox reconstruct PHOTO...`."""
+
+
+def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
+    """Image files named or found (recursively) in folders, in order; and one message per unusable input."""
+    from facevox.image import is_image_path
+
+    files, problems = [], []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+            if not found:
+                problems.append(f"{item}: no images found in this folder")
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        else:
+            problems.append(f"{item}: no such file")
+    return files, problems
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise typer.BadParameter(f"unknown format {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
+    folder = out_dir if out_dir is not None else photo.parent
+    return folder / (photo.stem if index == 0 else f"{photo.stem}_face{index + 1}")
+
+
+@app.command("reconstruct")
+def reconstruct_command(
+    inputs: List[Path] = typer.Argument(..., help="Photos, or folders of photos.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the results (default: beside each photo)."),
+    formats: str = typer.Option("glb,json", "--format", "-f", help=f"Comma-separated: {', '.join(FORMATS)}."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Every face in each photo, not only the largest."),
+    preview: bool = typer.Option(False, "--preview", help="Also write NAME.preview.png, the mesh seen from three angles."),
+    size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
+    max_triangles: int = typer.Option(60_000, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
+):
+    """Reconstruct every photo given; one line per problem, a summary at the end, exit 1 if anything failed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from facevox.api import Reconstructor, Settings
+
+    console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    wanted = parse_formats(formats)
+    files, problems = collect_inputs(inputs)
+    for problem in problems:
+        errors.print(f"[red]error[/]: {problem}", highlight=False)
+    if not files:
+        raise typer.Exit(1)
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            errors.print(f"[red]error[/]: cannot create output folder {out}: {error.strerror}", highlight=False)
+            raise typer.Exit(1)
+    try:
+        reconstructor = Reconstructor(model, settings=Settings(max_triangles=max_triangles, solid="stl" in wanted))
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        errors.print(f"[red]error[/]: cannot load the model: {error}", highlight=False)
+        raise typer.Exit(1)
+
+    summary = Summary()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=errors, transient=True, disable=len(files) < 2)
+    with progress:
+        task = progress.add_task("reconstructing", total=len(files))
+        for photo in files:
+            try:
+                written = reconstruct_file(reconstructor, photo, out, wanted, all_faces, preview, size_mm)
+                summary.done.append(str(photo))
+                console.print(f"{photo} → {', '.join(str(p) for p in written)}", highlight=False)
+            except NoFaceError:
+                summary.no_face.append(str(photo))
+                errors.print(f"[yellow]no face[/]: {photo}", highlight=False)
+            except FacevoxError as error:
+                summary.failed.append(str(photo))
+                errors.print(f"[red]failed[/]: {error}", highlight=False)
+            except Exception as error:  # one bad photo never stops a batch
+                summary.failed.append(str(photo))
+                errors.print(f"[red]failed[/]: {photo}: {type(error).__name__}: {error}", highlight=False)
+            progress.advance(task)
+    if len(files) > 1 or problems:
+        console.print(f"done {len(summary.done)}, no face {len(summary.no_face)}, failed {len(summary.failed) + len(problems)}")
+    if summary.no_face or summary.failed or problems:
+        raise typer.Exit(1)
+
+
+def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list[str], all_faces: bool,
+                     preview: bool, size_mm: float | None) -> list[Path]:
+    """Reconstruct one photo and write its files (each atomically); returns the paths written."""
+    from facevox.export import export, write_atomic
+
+    faces = reconstructor.reconstruct(photo, all_faces=all_faces)
+    written = []
+    model_name = reconstructor.model.info.get("name")
+    for index, face in enumerate(faces):
+        stem = output_stem(photo, out, index)
+        for fmt in formats:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            write_atomic(path, export(face, fmt, size_mm=size_mm, model=model_name))
+            written.append(path)
+        if preview:
+            from facevox.preview import contact_sheet, save_png
+
+            path = stem.with_name(f"{stem.name}.preview.png")
+            write_atomic(path, save_png(contact_sheet(face.mesh)))
+            written.append(path)
+    return written
+
+
+COMMANDS = {"reconstruct", "serve", "batch"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `facevox PHOTO...` means `facevox reconstruct PHOTO...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("--help", "-h"):
+        argv.insert(0, "reconstruct")
+    app(argv, prog_name="facevox")
+
+
+if __name__ == "__main__":
+    main()
