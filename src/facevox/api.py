@@ -28,7 +28,7 @@ class Settings:
     refine: re-crop once from the network's own landmarks (steadier crops, twice the network time)."""
 
     smooth: int = 10
-    max_triangles: int = 60_000
+    max_triangles: int = 0
     refine: bool = True
     solid: bool = False  # also build the closed body (Face.extras['solid']) for STL
 

@@ -71,7 +71,7 @@ def reconstruct_command(
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face in each photo, not only the largest."),
     preview: bool = typer.Option(False, "--preview", help="Also write NAME.preview.png, the mesh seen from three angles."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
-    max_triangles: int = typer.Option(60_000, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
+    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
 ):
     """Reconstruct every photo given; one line per problem, a summary at the end, exit 1 if anything failed."""

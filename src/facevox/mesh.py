@@ -43,13 +43,17 @@ def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def _largest_component(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the largest edge-connected piece and drop unused vertices."""
-    import trimesh
+    """Keep the largest connected piece (by triangle count) and drop unused vertices."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     if len(triangles) == 0:
         return vertices, triangles
-    labels = trimesh.graph.connected_component_labels(trimesh.graph.face_adjacency(triangles), node_count=len(triangles))
-    keep = triangles[labels == np.bincount(labels).argmax()]
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    triangle_labels = labels[triangles[:, 0]]
+    keep = triangles[triangle_labels == np.bincount(triangle_labels).argmax()]
     used, remap = np.unique(keep, return_inverse=True)
     return vertices[used], remap.reshape(-1, 3).astype(np.int64)
 
@@ -64,9 +68,19 @@ def _smooth(vertices: np.ndarray, triangles: np.ndarray, iterations: int) -> np.
     return np.asarray(body.vertices)
 
 
+def _back_cut(volume: np.ndarray, level: float, margin: float) -> int:
+    """Depth index `margin` voxels behind the deepest visible surface point (99th percentile)."""
+    full = volume > level
+    columns = full.any(axis=0)
+    if not columns.any():
+        return volume.shape[0] - 1
+    front = full.argmax(axis=0)[columns]
+    return min(int(np.percentile(front, 99) + margin), volume.shape[0] - 1)
+
+
 def surface_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10) -> Mesh:
     """The visible face surface in crop coordinates (x, y, k), largest piece only, Taubin-smoothed."""
-    vertices, triangles = _marching_cubes(volume, level)
+    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, 2.0) + 1], level)
     if len(triangles):
         triangles = triangles[face_normals(vertices, triangles)[:, 2] < FACING]
         vertices, triangles = _largest_component(vertices, triangles)
@@ -76,13 +90,7 @@ def surface_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int 
 def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
     """A closed body in crop coordinates: the face, cut flat `back_margin` voxels behind its deepest
     visible point, so that a printer gets a solid relief with a flat back."""
-    full = volume > level
-    columns = full.any(axis=0)
-    if not columns.any():
-        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
-    front = full.argmax(axis=0)[columns]
-    back = min(int(np.percentile(front, 99) + back_margin), volume.shape[0] - 1)
-    vertices, triangles = _marching_cubes(volume[: back + 1], level)
+    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, back_margin) + 1], level)
     vertices, triangles = _largest_component(vertices, triangles)
     return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
 
@@ -98,14 +106,16 @@ def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
 
 def colour_from_photo(mesh: Mesh, image: np.ndarray) -> Mesh:
     """Per-vertex colours sampled bilinearly from the photo at each vertex's (x, y) in photo pixels."""
-    import cv2
-
-    if len(mesh.vertices) == 0:
-        return Mesh(mesh.vertices, mesh.triangles, np.zeros((0, 3), np.uint8))
-    map_x = mesh.vertices[:, 0].astype(np.float32).reshape(1, -1)
-    map_y = mesh.vertices[:, 1].astype(np.float32).reshape(1, -1)
-    colours = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
-    return Mesh(mesh.vertices, mesh.triangles, colours.astype(np.uint8))
+    height, width = image.shape[:2]
+    x = np.clip(mesh.vertices[:, 0], 0, width - 1)
+    y = np.clip(mesh.vertices[:, 1], 0, height - 1)
+    x0, y0 = np.minimum(x.astype(np.int64), width - 2).clip(0), np.minimum(y.astype(np.int64), height - 2).clip(0)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    colours = top * (1 - fy) + bottom * fy
+    return Mesh(mesh.vertices, mesh.triangles, np.clip(colours + 0.5, 0, 255).astype(np.uint8))
 
 
 def decimate(mesh: Mesh, max_triangles: int) -> Mesh:
