@@ -36,6 +36,7 @@ def export(net: VolumeNet, path: Path, metadata: dict) -> None:
         output_names=["volume", "heatmaps", "landmark_depth"],
         dynamic_axes={name: {0: "batch"} for name in ("image", "volume", "heatmaps", "landmark_depth")},
         opset_version=17, dynamo=False,
+        training=torch.onnx.TrainingMode.PRESERVE,  # keeps BatchNorm unfused, so every weight keeps its name
     )
     c = net.config
     model = sfm.load()

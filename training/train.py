@@ -94,16 +94,18 @@ def net_device(net):
 
 
 def load_onnx_weights(net: VolumeNet, path: str) -> None:
-    """Start from the shipped model: its ONNX initializers carry the state dict (prefix 'net.')."""
+    """Start from the shipped model: its ONNX initializers carry the state dict (prefix 'net.'),
+    all but BatchNorm's step counters, which inference does not use."""
     import onnx
     from onnx import numpy_helper
 
     weights = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
     state = net.state_dict()
-    missing = [k for k in state if k not in weights]
+    wanted = [k for k in state if not k.endswith("num_batches_tracked")]
+    missing = [k for k in wanted if k not in weights]
     if missing:
         raise ValueError(f"{path} lacks {len(missing)} weights, e.g. {missing[:3]}")
-    net.load_state_dict({k: weights[k].reshape(state[k].shape) for k in state})
+    net.load_state_dict({**state, **{k: weights[k].reshape(state[k].shape) for k in wanted}})
 
 
 def main():

@@ -51,7 +51,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with Image.open(io.BytesIO(source)) as image:
             if image.width * image.height > max_pixels:
                 raise FacevoxError(
-                    f"{name}: {image.width}×{image.height} pixels is too large (limit {max_pixels // 1_000_000} megapixels)"
+                    f"{name}: too many pixels, {image.width}×{image.height} (the limit is {max_pixels / 1e6:g} megapixels)"
                 )
             image.load()
             return _pil_to_rgb(image)
@@ -60,7 +60,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except UnidentifiedImageError:
         raise FacevoxError(f"{name}: not an image (or a format facevox cannot read)") from None
     except Image.DecompressionBombError:
-        raise FacevoxError(f"{name}: too many pixels (decompression bomb?)") from None
+        raise FacevoxError(f"{name}: too many pixels (a decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise FacevoxError(f"{name}: damaged or truncated image ({error})") from None
 

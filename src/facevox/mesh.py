@@ -119,7 +119,8 @@ def colour_from_photo(mesh: Mesh, image: np.ndarray) -> Mesh:
 
 
 def decimate(mesh: Mesh, max_triangles: int) -> Mesh:
-    """Fewer triangles (quadric decimation, fast-simplification), colours carried to the kept vertices."""
+    """About `max_triangles` triangles (quadric decimation, fast-simplification; the outline is kept,
+    so a mesh with a long ragged outline keeps somewhat more); colours carried to the kept vertices."""
     import trimesh
 
     if len(mesh.triangles) <= max_triangles:

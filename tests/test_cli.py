@@ -1,0 +1,88 @@
+"""The `facevox` command, run as users run it: exit codes, one-line messages, files written whole."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from conftest import bomb_png, jpeg_bytes
+
+
+def facevox(*args, cwd=None):
+    command = [sys.executable, "-c", "from facevox.cli import main; main()", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut, grace_hopper):
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "astronaut.jpg").write_bytes(jpeg_bytes(astronaut))
+    Image.fromarray(grace_hopper).save(folder / "grace hopper.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bad_photos(tmp_path_factory, astronaut):
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(jpeg_bytes(astronaut)[:4000])
+    (folder / "text.jpg").write_text("not a photo\n")
+    (folder / "bomb.png").write_bytes(bomb_png())
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(folder / "wall.png")
+    (folder / "good.jpg").write_bytes(jpeg_bytes(astronaut))
+    return folder
+
+
+def test_one_photo_writes_a_glb_beside_it(tmp_path, astronaut):
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(jpeg_bytes(astronaut))
+    result = facevox(photo)
+    assert result.returncode == 0, result.stderr
+    assert trimesh.load(tmp_path / "me.glb", force="mesh").faces.shape[0] > 5000
+    assert (tmp_path / "me.json").exists()
+
+
+def test_batch_with_all_formats_and_previews(tmp_path, photos):
+    out = tmp_path / "out"
+    result = facevox(photos, "-o", out, "--format", "glb,ply,obj,stl", "--preview")
+    assert result.returncode == 0, result.stderr
+    assert "done 2, no face 0, failed 0" in result.stdout
+    for stem in ("astronaut", "grace hopper"):
+        for fmt in ("glb", "ply", "obj", "stl"):
+            body = trimesh.load(out / f"{stem}.{fmt}", force="mesh")
+            assert len(body.faces) > 5000
+            if fmt == "stl":
+                assert body.is_watertight
+        preview = np.asarray(Image.open(out / f"{stem}.preview.png"))
+        assert preview.std() > 10  # a picture, not a blank canvas
+
+
+def test_bad_inputs_get_one_line_each_and_the_batch_goes_on(tmp_path, bad_photos):
+    out = tmp_path / "out"
+    result = facevox(bad_photos, tmp_path / "missing.jpg", "-o", out)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    expected = {
+        "empty.jpg": "empty file",
+        "truncated.jpg": "damaged or truncated",
+        "text.jpg": "not an image",
+        "bomb.png": "too many pixels",
+        "wall.png": "no face",
+        "missing.jpg": "no such file",
+    }
+    for name, reason in expected.items():
+        assert sum(name in line and reason in line for line in lines) == 1, (name, lines)
+    assert "done 1, no face 1, failed 5" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["good.glb", "good.json"]  # nothing half-written
+
+
+def test_folder_without_images_and_bad_format(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    result = facevox(tmp_path)
+    assert result.returncode == 1 and "no images found" in result.stderr and "Traceback" not in result.stderr
+    result = facevox(tmp_path / "x.jpg", "--format", "fbx")
+    assert result.returncode != 0 and "unknown format" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,93 @@
+"""The whole pipeline on the package photos with the shipped model, and the file writers."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import trimesh
+
+import facevox
+from facevox.export import FORMATS, export, write_atomic
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(reconstructor, astronaut):
+    faces = reconstructor(astronaut)
+    assert len(faces) == 1
+    return faces[0]
+
+
+def test_astronaut_face_overlays_the_photo(astronaut_face):
+    face = astronaut_face
+    x0, y0, x1, y1 = face.box
+    assert 150 < (x0 + x1) / 2 < 300 and 60 < (y0 + y1) / 2 < 200  # her face, not the flag or the helmet
+    assert face.landmarks_2d.shape == (68, 2) and face.landmarks_3d.shape == (68, 3)
+    nose, chin = face.landmarks_2d[30], face.landmarks_2d[8]
+    assert x0 - 5 < nose[0] < x1 + 5 and nose[1] < chin[1]  # nose inside the box and above the chin
+    assert abs(face.yaw) < 20 and abs(face.roll) < 15
+    vertices = face.mesh.vertices
+    assert len(face.mesh.triangles) > 5000
+    centre = vertices[:, :2].mean(0)
+    assert x0 < centre[0] < x1 and y0 - 20 < centre[1] < y1 + 20
+    # The nose tip is nearer the camera than the cheeks (depth grows away from the camera).
+    assert face.landmarks_3d[30, 2] < face.landmarks_3d[[1, 15], 2].mean()
+    skin = face.mesh.colours.mean(0)
+    assert skin[0] > skin[2]  # colours come from the photo: skin is redder than blue
+
+
+def test_turned_head_gives_a_turned_pose(reconstructor, astronaut):
+    mirrored = reconstructor(astronaut[:, ::-1])[0]
+    straight = reconstructor(astronaut)[0]
+    assert abs(mirrored.yaw + straight.yaw) < 8
+    assert abs(mirrored.roll + straight.roll) < 8
+
+
+def test_grace_hopper(reconstructor, grace_hopper):
+    face = reconstructor(grace_hopper)[0]
+    assert len(face.mesh.triangles) > 5000
+    assert face.box[0] < face.landmarks_2d[30, 0] < face.box[2]
+
+
+def test_no_face_raises(reconstructor):
+    with pytest.raises(facevox.NoFaceError):
+        reconstructor(np.full((300, 300, 3), 128, np.uint8))
+
+
+def test_every_format_loads(astronaut_face):
+    for fmt in FORMATS:
+        data = export(astronaut_face, fmt, model="test")
+        if fmt == "json":
+            import json
+
+            record = json.loads(data)
+            assert len(record["landmarks_2d"]) == 68 and set(record["pose"]) == {"yaw", "pitch", "roll"}
+            continue
+        body = trimesh.load(io.BytesIO(data), file_type=fmt, force="mesh")
+        assert len(body.faces) > 5000
+        extent = np.ptp(body.vertices, axis=0)
+        assert 100 < extent[1] < 260 and extent[2] > 30  # a face-sized object in millimetres
+        if fmt == "stl":
+            assert body.is_watertight and body.volume > 0
+        else:
+            # Viewer frame (y up, z towards the viewer): the surface faces +z, the forehead is up.
+            assert body.face_normals[:, 2].mean() > 0.3
+    with pytest.raises(ValueError, match="unknown format"):
+        export(astronaut_face, "fbx")
+
+
+def test_stl_size_option(astronaut_face):
+    body = trimesh.load(io.BytesIO(export(astronaut_face, "stl", size_mm=50)), file_type="stl")
+    assert np.isclose(np.ptp(body.vertices, axis=0).max(), 50, rtol=1e-3)
+
+
+def test_write_atomic_leaves_nothing_half_written(tmp_path, monkeypatch):
+    target = tmp_path / "face.glb"
+    write_atomic(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    with pytest.raises(TypeError):
+        write_atomic(tmp_path / "other.glb", "not bytes")  # fails mid-write
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")  # fails at the rename
+    assert sorted(os.listdir(tmp_path)) == ["face.glb"] and target.read_bytes() == b"whole"

@@ -1,0 +1,96 @@
+"""Training code on CPU, a few steps on tiny data: Surrey model, renders, voxel targets, loop, export."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need the [train] extra (torch)")
+from training import sfm  # noqa: E402
+
+if not (sfm.sfm_dir() / "sfm_shape_3448.bin").exists():
+    pytest.skip(f"Surrey Face Model not found in {sfm.sfm_dir()} (set FACEVOX_SFM)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sfm.load()
+
+
+@pytest.fixture(scope="module")
+def batch(model):
+    from training.sources.synthetic import SyntheticFaces
+
+    return SyntheticFaces(model).sample(3, seed=123)
+
+
+def test_surrey_model_loads(model):
+    assert model.mean.shape == (3448, 3) and model.triangles.shape == (6736, 3)
+    assert model.shape_basis.shape == (3448, 3, 63) and model.expression_basis.shape == (3448, 3, 6)
+    assert len(model.landmarks) == 68 and len(set(model.landmarks.tolist())) == 66  # inner mouth corners = outer
+    marks = model.mean[model.landmarks]
+    assert marks[:, 2].argmax() == 30  # the nose tip is the landmark nearest the viewer
+    assert marks[36, 0] < marks[45, 0] and marks[8, 1] < marks[27, 1]  # eye corners left/right, chin below
+
+
+def test_synthetic_batch(batch):
+    assert batch.image.shape == (3, 3, 192, 192) and 0 <= batch.image.min() and batch.image.max() <= 1
+    assert batch.mask.float().mean() > 0.1
+    assert batch.landmarks.shape == (3, 68, 3)
+    # Visible landmarks sit on the rendered surface: depth at their pixel matches their own depth.
+    for b in range(3):
+        x, y, k = batch.landmarks[b, 30].tolist()
+        if batch.mask[b, round(y), round(x)] and abs(batch.pose[b, 0]) < 45:
+            assert abs(batch.depth[b, round(y), round(x)].item() - k) < 3
+
+
+def test_voxel_target_gives_back_the_surface(batch):
+    from skimage.measure import marching_cubes
+
+    from training.voxels import occupancy
+
+    volume = occupancy(batch.depth, batch.mask, 200)[0].numpy()
+    depth = batch.depth[0].numpy()
+    vertices, *_ = marching_cubes(volume, 0.5)
+    k, y, x = vertices.T
+    on_grid = (np.abs(y - np.round(y)) < 1e-6) & (np.abs(x - np.round(x)) < 1e-6)
+    front = depth[np.round(y[on_grid]).astype(int), np.round(x[on_grid]).astype(int)]
+    near_front = np.isfinite(front) & (k[on_grid] < front + 1.5)
+    assert near_front.sum() > 1000
+    assert np.abs(k[on_grid][near_front] - front[near_front]).max() <= 1.0
+
+
+def test_train_resume_export(tmp_path, monkeypatch):
+    import onnxruntime
+
+    from training import export_onnx, train
+
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--device", "cpu", "--net", "vrn-hg1-w128", "--batch-size", "2",
+            "--warmup-steps", "1", "--eval-every", "100"]
+    monkeypatch.setattr(sys, "argv", args + ["--total-steps", "2"])
+    train.main()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 1 and np.isfinite(log[0]["loss"])
+    monkeypatch.setattr(sys, "argv", args + ["--total-steps", "3"])
+    train.main()  # resumes at step 2
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    assert state["step"] == 3
+
+    onnx_path = tmp_path / "tiny.onnx"
+    monkeypatch.setattr(sys, "argv", ["export", str(out / "ckpt.pt"), str(onnx_path)])
+    export_onnx.main()
+    info = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert info["training_steps"] == 3 and len(info["mean_landmarks_3d"]) == 68 and "commercial" in info["licence"]
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    volume, heatmaps, depth = session.run(None, {"image": np.random.rand(1, 3, 192, 192).astype(np.float32)})
+    assert volume.shape == (1, 200, 192, 192) and heatmaps.shape == (1, 68, 96, 96) and 0 <= volume.min() <= volume.max() <= 1
+
+    # Training can start again from the shipped file's weights.
+    from training.net import CONFIGS, VolumeNet
+
+    net = VolumeNet(CONFIGS["vrn-hg1-w128"])
+    train.load_onnx_weights(net, str(onnx_path))
+    saved = {k: v.float() for k, v in state["model"].items()}
+    assert all(torch.allclose(v, saved[k]) for k, v in net.state_dict().items() if v.is_floating_point())
