@@ -91,3 +91,22 @@ def test_write_atomic_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_atomic(target, b"new")  # fails at the rename
     assert sorted(os.listdir(tmp_path)) == ["face.glb"] and target.read_bytes() == b"whole"
+
+
+def test_group_photo_gives_every_face_largest_first():
+    from bench.speed import group_photo
+    from facevox.faces import default_detectors, detect_faces
+
+    found = detect_faces(group_photo(), default_detectors())
+    assert len(found) == 10
+    areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found]
+    assert areas == sorted(areas, reverse=True)
+
+
+def test_haar_fallback_finds_the_astronaut(astronaut):
+    from facevox.faces import HaarDetector, detect_faces
+
+    found = detect_faces(astronaut, [HaarDetector()])
+    assert len(found) >= 1
+    x0, y0, x1, y1 = found[0].box
+    assert 150 < (x0 + x1) / 2 < 300 and 60 < (y0 + y1) / 2 < 200
