@@ -34,6 +34,7 @@ config = dict(
     warmup_steps=500,
     total_steps=10**9,  # training stops here; the learning rate is constant until the decay stretch
     decay_steps=0,  # the last decay_steps steps before total_steps decay the rate (cosine) to 2 %
+    stop_step=0,  # stop here even though the schedule runs to total_steps (0: total_steps); replays a run cut by time
     heatmap_weight=1000.0,
     depth_weight=0.05,
     heatmap_sigma=1.5,  # in heatmap cells
@@ -123,6 +124,7 @@ def main():
     source = SyntheticFaces(model, photos, device=cfg["device"])
     held_out = SyntheticFaces(model, None, device=cfg["device"])
 
+    torch.manual_seed(cfg["seed"])
     net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step, checkpoint = 0, out / "ckpt.pt"
@@ -146,7 +148,8 @@ def main():
     log = open(out / "log.jsonl", "a")
     started, last = time.time(), time.time()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg["device"] == "cuda")
-    while step < cfg["total_steps"] and time.time() - started < cfg["minutes"] * 60:
+    last_step = cfg["stop_step"] or cfg["total_steps"]
+    while step < last_step and time.time() - started < cfg["minutes"] * 60:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         batch = source.sample(cfg["batch_size"], cfg["seed"] * 10**7 + step)
