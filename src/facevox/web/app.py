@@ -269,6 +269,8 @@ def _sniff(data: bytes, max_pixels: int) -> None:
             width, height = image.size
     except UnidentifiedImageError:
         raise ApiError(415, "not_an_image", "This file is not an image facevox can read; send a JPEG, PNG, WebP or HEIC photo.") from None
+    except Image.DecompressionBombError:
+        raise ApiError(413, "too_many_pixels", f"The photo has far too many pixels; the limit is {max_pixels / MB:g} megapixels.") from None
     except Exception:  # a header so broken that Pillow gives up early
         raise ApiError(400, "damaged", "The image is damaged or truncated.") from None
     if width * height > max_pixels:

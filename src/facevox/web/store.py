@@ -2,8 +2,8 @@
 
 Nothing here touches the filesystem: a result is a dict of bytes, looked up by an id that the server
 made with `secrets.token_urlsafe`. Results expire after `ttl_s` seconds; the oldest go first when the
-total size passes `max_bytes`. Expired ids are remembered (without their data) for another `ttl_s`,
-so that a late download is told "expired" rather than "unknown".
+total size passes `max_bytes`. Expired ids are remembered (without their data) for an hour or `ttl_s`,
+whichever is longer, so that a late download is told "expired" rather than "unknown".
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class ResultStore:
         self._gone: OrderedDict[str, float] = OrderedDict()  # id → when it went
         self._bytes = 0
         self._lock = threading.Lock()
+        self.remember_s = max(self.ttl_s, 3600.0)
 
     def __len__(self) -> int:
         return len(self._results)
@@ -91,7 +92,7 @@ class ResultStore:
             if now - oldest.created < self.ttl_s:
                 break
             self._forget_locked(oldest.id)
-        while self._gone and (now - next(iter(self._gone.values())) >= self.ttl_s or len(self._gone) > 100_000):
+        while self._gone and (now - next(iter(self._gone.values())) >= self.remember_s or len(self._gone) > 100_000):
             self._gone.popitem(last=False)
 
     def _forget_locked(self, result_id: str) -> None:

@@ -1,0 +1,55 @@
+"""Shared test photos and a real Reconstructor, made once per test session.
+
+Photos come from packages only: scikit-image's astronaut (NASA, public domain) and matplotlib's
+grace_hopper.jpg sample."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def encode(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(astronaut) -> bytes:
+    return encode(astronaut, "PNG")
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut) -> bytes:
+    return encode(astronaut, "JPEG", quality=92)
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_jpeg() -> bytes:
+    from matplotlib import cbook
+
+    with open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="session")
+def grey_png() -> bytes:
+    return encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
+
+
+@pytest.fixture(scope="session")
+def reconstructor():
+    import facevox
+
+    return facevox.Reconstructor(settings=facevox.Settings(solid=True))
