@@ -53,3 +53,13 @@ def reconstructor():
     import facevox
 
     return facevox.Reconstructor(settings=facevox.Settings(solid=True))
+
+
+@pytest.fixture(scope="session")
+def two_faces_png(astronaut, grace_hopper_jpeg) -> bytes:
+    """The astronaut and Grace Hopper side by side: a photo with two faces."""
+    hopper = np.asarray(Image.open(io.BytesIO(grace_hopper_jpeg)).convert("RGB").resize((512, 600)))
+    canvas = np.full((600, 1024, 3), 240, np.uint8)
+    canvas[:512, :512] = astronaut
+    canvas[:, 512:] = hopper
+    return encode(canvas, "PNG")

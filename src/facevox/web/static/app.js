@@ -360,18 +360,28 @@ class Viewer {
       if (forward.z < 0.2) forward.set(0, 0, 1); // a pose that would put the camera behind: stay frontal
       forward.normalize();
     }
-    const distance = (radius / Math.sin(THREE.MathUtils.degToRad(this.camera.fov / 2))) * 1.08;
-    this.home = { target: centre, position: centre.clone().addScaledVector(forward, distance) };
-    this.camera.near = distance / 50;
-    this.camera.far = distance * 20;
-    this.controls.minDistance = radius * 0.8;
-    this.controls.maxDistance = distance * 4;
+    this.home = { target: centre, forward, radius };
     this.resetView();
+  }
+
+  // Far enough for the whole face to fit the view, across and up-down, with a margin.
+  homeDistance() {
+    const half = THREE.MathUtils.degToRad(this.camera.fov / 2);
+    const across = Math.atan(Math.tan(half) * Math.max(this.camera.aspect, 0.1));
+    return (this.home.radius / Math.sin(Math.min(half, across))) * 1.08;
   }
 
   resetView() {
     if (!this.home) return;
-    this.camera.position.copy(this.home.position);
+    this.controls.enableDamping = false; // drop what is left of a spin, so the view really comes home
+    this.controls.update();
+    this.controls.enableDamping = true;
+    const distance = this.homeDistance();
+    this.camera.near = distance / 50;
+    this.camera.far = distance * 20;
+    this.controls.minDistance = this.home.radius * 0.8;
+    this.controls.maxDistance = distance * 4;
+    this.camera.position.copy(this.home.target).addScaledVector(this.home.forward, distance);
     this.controls.target.copy(this.home.target);
     this.camera.up.set(0, 1, 0);
     this.camera.lookAt(this.home.target);
