@@ -68,6 +68,11 @@ class FakeReconstructor:
         return list(self.faces)
 
 
+class Broken:
+    def reconstruct(self, image, all_faces=True):
+        raise RuntimeError("a bug")
+
+
 class NoFaces:
     def reconstruct(self, image, all_faces=True):
         raise NoFaceError("no face found in the photo")
@@ -261,6 +266,14 @@ def test_no_face_from_the_reconstructor_and_stl_needs_solid(astronaut_png, recon
         assert set(answer["faces"][0]["files"]) == {"glb", "obj", "ply", "json"}  # no STL without a solid body
 
 
+def test_a_bug_gives_a_json_500_and_the_server_goes_on(astronaut_png):
+    app = create_app(Broken())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(2):
+            assert_error(post_photo(client, astronaut_png, "a.png"), 500, "internal", "went wrong")
+        assert app.state.facevox.pending == 0
+
+
 # ------------------------------------------------------------------ page, docs, CLI
 
 def test_page_docs_and_vendored_three_work_offline(client):
@@ -290,6 +303,8 @@ def test_page_docs_and_vendored_three_work_offline(client):
             elif spec.startswith("."):
                 todo.append(str(httpx.URL("http://x" + url).join(spec).path))
     assert any(u.endswith("three.core.js") for u in seen) and any(u.endswith("GLTFLoader.js") for u in seen)
+    assert client.get(imports["three"]).headers["content-encoding"] == "gzip"  # scripts are gzipped, meshes are not
+    assert "content-encoding" not in client.get("/api/config").headers
     assert client.get("/docs").status_code == 200
     assert "/api/reconstruct" in client.get("/openapi.json").json()["paths"]
 
