@@ -1,4 +1,7 @@
-"""Shared fixtures: the package photos (astronaut, Grace Hopper) and one loaded Reconstructor."""
+"""Shared test photos and a real Reconstructor, made once per test session.
+
+Photos come from packages only: scikit-image's astronaut (NASA, public domain) and matplotlib's
+grace_hopper.jpg sample."""
 
 from __future__ import annotations
 
@@ -9,18 +12,57 @@ import pytest
 from PIL import Image
 
 
+def encode(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid 1×1 PNG whose header claims width×height pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    data = bytearray(encode(np.zeros((1, 1), np.uint8), "PNG"))
+    header = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    return bytes(data)
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
-    from skimage.data import astronaut as load
+    import skimage.data
 
-    return load()
+    return skimage.data.astronaut()
 
 
 @pytest.fixture(scope="session")
-def grace_hopper() -> np.ndarray:
-    from matplotlib.cbook import get_sample_data
+def astronaut_png(astronaut) -> bytes:
+    return encode(astronaut, "PNG")
 
-    return np.asarray(Image.open(get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut) -> bytes:
+    return encode(astronaut, "JPEG", quality=92)
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_jpeg() -> bytes:
+    from matplotlib import cbook
+
+    with open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="session")
+def grace_hopper(grace_hopper_jpeg) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(grace_hopper_jpeg)).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def grey_png() -> bytes:
+    return encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
 
 
 @pytest.fixture(scope="session")
@@ -30,21 +72,11 @@ def reconstructor():
     return facevox.Reconstructor(settings=facevox.Settings(solid=True))
 
 
-def jpeg_bytes(image: np.ndarray, quality: int = 92) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
-    """A valid 1×1 PNG whose header claims width×height pixels (a decompression bomb's header)."""
-    import struct
-    import zlib
-
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    header = struct.pack(">II", width, height) + bytes(data[24:29])
-    data[16:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
-    return bytes(data)
+@pytest.fixture(scope="session")
+def two_faces_png(astronaut, grace_hopper) -> bytes:
+    """The astronaut and Grace Hopper side by side: a photo with two faces."""
+    hopper = np.asarray(Image.fromarray(grace_hopper).resize((512, 600)))
+    canvas = np.full((600, 1024, 3), 240, np.uint8)
+    canvas[:512, :512] = astronaut
+    canvas[:, 512:] = hopper
+    return encode(canvas, "PNG")

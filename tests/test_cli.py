@@ -8,7 +8,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from conftest import bomb_png, jpeg_bytes
+from conftest import bomb_png
 
 
 def facevox(*args, cwd=None):
@@ -17,28 +17,28 @@ def facevox(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, astronaut, grace_hopper):
+def photos(tmp_path_factory, astronaut_jpeg, grace_hopper):
     folder = tmp_path_factory.mktemp("photos")
-    (folder / "astronaut.jpg").write_bytes(jpeg_bytes(astronaut))
+    (folder / "astronaut.jpg").write_bytes(astronaut_jpeg)
     Image.fromarray(grace_hopper).save(folder / "grace hopper.png")
     return folder
 
 
 @pytest.fixture(scope="module")
-def bad_photos(tmp_path_factory, astronaut):
+def bad_photos(tmp_path_factory, astronaut_jpeg):
     folder = tmp_path_factory.mktemp("bad")
     (folder / "empty.jpg").write_bytes(b"")
-    (folder / "truncated.jpg").write_bytes(jpeg_bytes(astronaut)[:4000])
+    (folder / "truncated.jpg").write_bytes(astronaut_jpeg[:4000])
     (folder / "text.jpg").write_text("not a photo\n")
     (folder / "bomb.png").write_bytes(bomb_png())
     Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(folder / "wall.png")
-    (folder / "good.jpg").write_bytes(jpeg_bytes(astronaut))
+    (folder / "good.jpg").write_bytes(astronaut_jpeg)
     return folder
 
 
-def test_one_photo_writes_a_glb_beside_it(tmp_path, astronaut):
+def test_one_photo_writes_a_glb_beside_it(tmp_path, astronaut_jpeg):
     photo = tmp_path / "me.jpg"
-    photo.write_bytes(jpeg_bytes(astronaut))
+    photo.write_bytes(astronaut_jpeg)
     result = facevox(photo)
     assert result.returncode == 0, result.stderr
     assert trimesh.load(tmp_path / "me.glb", force="mesh").faces.shape[0] > 5000

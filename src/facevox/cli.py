@@ -148,6 +148,28 @@ def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list
     return written
 
 
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    max_concurrent: int = typer.Option(2, "--max-concurrent", min=1, help="Reconstructions running at once."),
+    queue_size: int = typer.Option(8, "--queue", min=0, help="Uploads waiting beyond those; more get 503 (busy)."),
+    ttl: float = typer.Option(1800.0, "--ttl", min=1.0, help="Seconds results are kept (in memory) for download."),
+    max_upload_mb: float = typer.Option(15.0, "--max-upload-mb", min=0.1, help="Largest upload, in megabytes."),
+):
+    """The web page and HTTP API: drop a photo, turn the 3D face around, download it (OpenAPI docs at /docs)."""
+    import uvicorn
+    from rich.console import Console
+
+    from facevox.web import create_app
+
+    web_app = create_app(max_concurrent=max_concurrent, queue_size=queue_size, ttl_s=ttl,
+                         max_upload_bytes=int(max_upload_mb * 1_000_000))
+    shown = f"[{host}]" if ":" in host else host
+    Console(stderr=True).print(f"facevox on [bold]http://{shown}:{port}/[/] (API docs: /docs); Ctrl+C stops it", highlight=False)
+    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+
+
 COMMANDS = {"reconstruct", "serve", "batch"}
 
 

@@ -1,0 +1,473 @@
+// facevox web page: upload a photo, show the 3D face (three.js), the photo with boxes and landmarks, downloads.
+import * as THREE from 'three';
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+
+const $ = (id) => document.getElementById(id);
+const SVG = 'http://www.w3.org/2000/svg';
+
+const FORMATS = {
+  glb: { title: 'GLB', note: 'with colour · viewers, web, Blender' },
+  obj: { title: 'OBJ', note: 'mesh with vertex colours' },
+  stl: { title: 'STL', note: 'closed solid, for 3D printing' },
+  ply: { title: 'PLY', note: 'mesh with vertex colours (MeshLab, Blender)' },
+  json: { title: 'JSON', note: 'face box, landmarks and head pose' },
+};
+// iBUG-68 landmark contours (closed ones repeat their first point)
+const CONTOURS = [
+  [0, 17], [17, 22], [22, 27], [27, 31], [31, 36],
+  [36, 42, true], [42, 48, true], [48, 60, true], [60, 68, true],
+];
+const TITLES = {
+  no_face: 'No face found',
+  not_an_image: 'Not an image',
+  too_large: 'Too large',
+  too_many_pixels: 'Too many pixels',
+  empty: 'Empty file',
+  damaged: 'Damaged image',
+  busy: 'Busy',
+  starting: 'Starting up',
+  network: 'Cannot reach facevox',
+};
+
+let config = { max_upload_bytes: 15e6, max_pixels: 50e6, ttl_s: 1800 };
+let current = null; // the answer of /api/reconstruct
+let selected = 0;
+let viewer = null;
+let request = null;
+let zoomed = true; // the photo card shows the selected face, not the whole photo
+
+window.facevox = { get state() { return document.body.dataset.state; }, get viewer() { return viewer; } };
+
+function setState(state) { document.body.dataset.state = state; }
+
+function megabytes(n) {
+  if (n < 1e6) return `${Math.max(1, Math.round(n / 1e3))} KB`;
+  return n >= 10e6 ? `${Math.round(n / 1e6)} MB` : `${(n / 1e6).toFixed(1)} MB`;
+}
+
+// ---------------------------------------------------------------- upload
+
+async function loadConfig() {
+  try {
+    const response = await fetch('/api/config');
+    if (response.ok) config = await response.json();
+  } catch (_) { /* defaults are fine */ }
+  const minutes = Math.round(config.ttl_s / 60);
+  $('limits').textContent = `JPEG, PNG, WebP or HEIC · up to ${megabytes(config.max_upload_bytes)} · ` +
+    `results are kept here for ${minutes >= 2 ? `${minutes} minutes` : `${Math.round(config.ttl_s)} seconds`}, then deleted`;
+}
+
+function showError(code, message) {
+  $('error-title').textContent = TITLES[code] || 'Something went wrong';
+  $('error-text').textContent = message;
+  $('error').hidden = false;
+  $('status').hidden = true;
+  $('drop').hidden = false;
+  if (code !== 'viewer') $('result').hidden = true;
+  setState('error');
+}
+
+function clearError() { $('error').hidden = true; }
+
+function upload(file) {
+  if (!file) return;
+  clearError();
+  if (file.size === 0) return showError('empty', 'The file is empty.');
+  if (file.size > config.max_upload_bytes) {
+    return showError('too_large', `The file is too large (${megabytes(file.size)}); the limit is ${megabytes(config.max_upload_bytes)}.`);
+  }
+  if (request) request.abort();
+  setState('working');
+  $('result').hidden = true;
+  $('status').hidden = false;
+  const preview = $('status-photo');
+  if (preview.src.startsWith('blob:')) URL.revokeObjectURL(preview.src);
+  preview.hidden = false;
+  preview.onerror = () => { preview.hidden = true; };
+  preview.src = URL.createObjectURL(file);
+  $('status-text').textContent = 'Uploading…';
+  $('status-sub').textContent = `${file.name || 'photo'} · ${megabytes(file.size)}`;
+  const bar = $('bar-fill');
+  bar.parentElement.classList.remove('busy');
+  bar.style.width = '0%';
+
+  const started = performance.now();
+  let ticker = null;
+  const working = () => {
+    bar.parentElement.classList.add('busy');
+    bar.style.width = '';
+    $('status-text').textContent = 'Finding the face and building the 3D mesh…';
+    ticker = setInterval(() => {
+      $('status-sub').textContent = `${Math.round((performance.now() - started) / 1000)} s · usually a few seconds`;
+    }, 500);
+  };
+
+  const form = new FormData();
+  form.append('photo', file, file.name || 'photo.jpg');
+  const xhr = new XMLHttpRequest();
+  request = xhr;
+  xhr.open('POST', '/api/reconstruct');
+  xhr.responseType = 'json';
+  xhr.upload.onprogress = (event) => {
+    if (event.lengthComputable) bar.style.width = `${Math.round((100 * event.loaded) / event.total)}%`;
+  };
+  xhr.upload.onload = working;
+  xhr.onload = () => {
+    clearInterval(ticker);
+    request = null;
+    const body = xhr.response;
+    if (xhr.status === 200 && body) return show(body);
+    const retry = xhr.getResponseHeader('Retry-After');
+    let message = (body && body.detail) || `The server answered ${xhr.status} ${xhr.statusText}.`;
+    if (xhr.status === 503 && retry) message += ` (try again in about ${retry} s)`;
+    showError(body && body.error, message);
+  };
+  xhr.onerror = () => {
+    clearInterval(ticker);
+    request = null;
+    showError('network', 'The upload failed: the server could not be reached or closed the connection.');
+  };
+  xhr.send(form);
+}
+
+// ---------------------------------------------------------------- result
+
+function show(answer) {
+  current = answer;
+  $('status').hidden = true;
+  $('drop').hidden = true;
+  $('result').hidden = false;
+  $('photo').setAttribute('href', answer.photo.url);
+  zoomed = true;
+  buildChooser();
+  if (!viewer) viewer = new Viewer($('viewer'));
+  viewer.resize();
+  select(0);
+}
+
+function select(index) {
+  selected = index;
+  const face = current.faces[index];
+  drawOverlay();
+  for (const button of $('chooser-buttons').children) button.setAttribute('aria-checked', String(Number(button.dataset.index) === index));
+  const facts = $('facts');
+  facts.replaceChildren(...[
+    ['Yaw', `${face.pose.yaw.toFixed(0)}°`], ['Pitch', `${face.pose.pitch.toFixed(0)}°`], ['Roll', `${face.pose.roll.toFixed(0)}°`],
+  ].map(([name, value]) => {
+    const item = document.createElement('div');
+    item.innerHTML = '<dt></dt><dd></dd>';
+    item.firstChild.textContent = name;
+    item.lastChild.textContent = value;
+    return item;
+  }));
+  buildDownloads(face);
+  setState('working');
+  viewer.load(face.files.glb, face.rotation).then(
+    () => setState('ready'),
+    (error) => showError('viewer', `The 3D view could not be shown (${error.message || error}). The downloads still work.`),
+  );
+}
+
+function buildChooser() {
+  const faces = current.faces;
+  $('chooser').hidden = faces.length < 2;
+  $('chooser-label').textContent = `${faces.length} faces found`;
+  const { width, height, url } = current.photo;
+  $('chooser-buttons').replaceChildren(...faces.map((face, index) => {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.setAttribute('role', 'radio');
+    button.dataset.index = index;
+    const thumb = document.createElement('span');
+    thumb.className = 'thumb';
+    const [x0, y0, x1, y1] = face.box;
+    const size = 36 / Math.max(x1 - x0, y1 - y0, 1);
+    thumb.style.backgroundImage = `url("${url}")`;
+    thumb.style.backgroundSize = `${width * size}px ${height * size}px`;
+    thumb.style.backgroundPosition = `${-x0 * size}px ${-y0 * size}px`;
+    button.append(thumb, `Face ${index + 1}`);
+    button.onclick = () => select(index);
+    return button;
+  }));
+}
+
+// The part of the photo to show: the selected face and some room around it, or the whole photo.
+function photoView() {
+  const { width, height } = current.photo;
+  const [x0, y0, x1, y1] = current.faces[selected].box;
+  const side = Math.max(x1 - x0, y1 - y0) * 2.6;
+  if (!zoomed || side >= 0.8 * Math.min(width, height)) return [0, 0, width, height];
+  const clamp = (v, size) => Math.min(Math.max(v, 0), Math.max(0, size - side));
+  return [clamp((x0 + x1) / 2 - side / 2, width), clamp((y0 + y1) / 2 - side / 2.2, height), side, side];
+}
+
+function drawOverlay() {
+  const { width, height } = current.photo;
+  const svg = $('overlay');
+  const [vx, vy, vw, vh] = photoView();
+  svg.setAttribute('viewBox', `${vx} ${vy} ${vw} ${vh}`);
+  $('photo-wrap').style.aspectRatio = `${vw} / ${vh}`;
+  $('photo-wrap').style.width = `min(100%, calc(44vh * ${(vw / vh).toFixed(4)}))`;
+  const whole = vw >= width && vh >= height;
+  $('zoom').hidden = whole && !zoomed;
+  $('zoom').textContent = whole ? 'Zoom to the face' : 'Whole photo';
+  const photo = $('photo');
+  photo.setAttribute('width', width);
+  photo.setAttribute('height', height);
+  const unit = Math.max(vw, vh) / 400;
+  const nodes = [];
+  current.faces.forEach((face, index) => {
+    const [x0, y0, x1, y1] = face.box;
+    const box = document.createElementNS(SVG, 'rect');
+    box.setAttribute('class', index === selected ? 'box selected' : 'box');
+    box.setAttribute('x', x0 + 0.5); box.setAttribute('y', y0 + 0.5);
+    box.setAttribute('width', x1 - x0); box.setAttribute('height', y1 - y0);
+    box.setAttribute('rx', unit * 2);
+    box.setAttribute('stroke-width', unit * 1.5);
+    box.setAttribute('stroke-dasharray', `${unit * 5} ${unit * 3}`);
+    if (index === selected) box.removeAttribute('stroke-dasharray');
+    box.addEventListener('click', () => select(index));
+    nodes.push(box);
+  });
+  const points = current.faces[selected].landmarks_2d.map(([x, y]) => [x + 0.5, y + 0.5]);
+  for (const [start, end, closed] of CONTOURS) {
+    const line = document.createElementNS(SVG, closed ? 'polygon' : 'polyline');
+    line.setAttribute('class', 'contour');
+    line.setAttribute('points', points.slice(start, end).map((p) => p.join(',')).join(' '));
+    line.setAttribute('stroke-width', unit * 0.7);
+    nodes.push(line);
+  }
+  for (const [x, y] of points) {
+    const dot = document.createElementNS(SVG, 'circle');
+    dot.setAttribute('class', 'point');
+    dot.setAttribute('cx', x); dot.setAttribute('cy', y); dot.setAttribute('r', unit * 1.1);
+    dot.setAttribute('stroke-width', unit * 0.4);
+    nodes.push(dot);
+  }
+  svg.replaceChildren(photo, ...nodes);
+}
+
+const DOWNLOAD_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 4v11m-5-5 5 5 5-5M5 20h14" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round" stroke-linejoin="round"/></svg>';
+
+function buildDownloads(face) {
+  const links = Object.keys(FORMATS).filter((fmt) => face.files[fmt]).map((fmt) => {
+    const link = document.createElement('a');
+    link.className = fmt === 'glb' ? 'dl main' : 'dl';
+    link.href = `${face.files[fmt]}?download=1`;
+    link.setAttribute('download', '');
+    link.dataset.format = fmt;
+    const size = face.bytes && face.bytes[fmt] ? megabytes(face.bytes[fmt]) : '';
+    link.title = `${FORMATS[fmt].title}: ${FORMATS[fmt].note}`;
+    link.innerHTML = `<b>${DOWNLOAD_ICON}</b><span></span>`;
+    link.firstChild.append(FORMATS[fmt].title);
+    link.lastChild.textContent = fmt === 'glb' ? `${FORMATS[fmt].note} · ${size}` : size;
+    return link;
+  });
+  $('downloads').replaceChildren(...links);
+}
+
+// ---------------------------------------------------------------- 3D viewer
+
+class Viewer {
+  constructor(container) {
+    this.container = container;
+    this.renderer = new THREE.WebGLRenderer({ antialias: true, alpha: true, preserveDrawingBuffer: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+    this.renderer.outputColorSpace = THREE.SRGBColorSpace;
+    container.append(this.renderer.domElement);
+
+    this.scene = new THREE.Scene();
+    this.camera = new THREE.PerspectiveCamera(30, 1, 1, 10000);
+    this.scene.add(this.camera);
+    this.scene.add(new THREE.HemisphereLight(0xf4f6ff, 0x3a3330, 1.3));
+    // key, fill and rim lights ride with the camera, so the face stays well lit from any side
+    const key = new THREE.DirectionalLight(0xfff4e8, 2.0);
+    key.position.set(-0.7, 0.9, 1.2);
+    const fill = new THREE.DirectionalLight(0xe8f0ff, 0.7);
+    fill.position.set(1.0, 0.1, 0.8);
+    const rim = new THREE.DirectionalLight(0xc8d8ff, 0.9);
+    rim.position.set(0.3, 0.8, -1.2);
+    this.camera.add(key, fill, rim);
+
+    this.controls = new OrbitControls(this.camera, this.renderer.domElement);
+    this.controls.enableDamping = true;
+    this.controls.dampingFactor = 0.12;
+    this.controls.addEventListener('change', () => this.render());
+
+    this.materials = {
+      colour: new THREE.MeshStandardMaterial({ vertexColors: true, roughness: 0.78, metalness: 0, side: THREE.DoubleSide }),
+      shaded: new THREE.MeshStandardMaterial({ color: 0xb9b2aa, roughness: 0.6, metalness: 0, side: THREE.DoubleSide }),
+      base: new THREE.MeshStandardMaterial({
+        color: 0x59627a, roughness: 0.8, metalness: 0, side: THREE.DoubleSide,
+        polygonOffset: true, polygonOffsetFactor: 1, polygonOffsetUnits: 1,
+      }),
+      wire: new THREE.MeshBasicMaterial({ color: 0xa9c2ff, wireframe: true, transparent: true, opacity: 0.22 }),
+    };
+    this.look = 'colour';
+    this.loader = new GLTFLoader();
+    this.group = null;
+    this.home = null;
+    this.rendered = 0;
+
+    new ResizeObserver(() => this.resize()).observe(container);
+    const tick = () => {
+      if (this.controls.update()) this.render();
+      requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  }
+
+  resize() {
+    const { clientWidth: width, clientHeight: height } = this.container;
+    if (!width || !height) return;
+    this.renderer.setSize(width, height, false);
+    this.camera.aspect = width / height;
+    this.camera.updateProjectionMatrix();
+    this.render();
+  }
+
+  async load(url, rotation) {
+    const gltf = await this.loader.loadAsync(url);
+    let found = null;
+    gltf.scene.updateMatrixWorld(true);
+    gltf.scene.traverse((node) => { if (node.isMesh && !found) found = node; });
+    if (!found) throw new Error('the file has no mesh');
+    const geometry = found.geometry;
+    geometry.applyMatrix4(found.matrixWorld);
+    prepareColours(geometry);
+    if (!geometry.attributes.normal) geometry.computeVertexNormals();
+
+    if (this.group) {
+      this.scene.remove(this.group);
+      this.group.children.forEach((child) => child.geometry.dispose());
+    }
+    this.group = new THREE.Group();
+    this.surface = new THREE.Mesh(geometry, this.materials.colour);
+    this.wire = new THREE.Mesh(geometry, this.materials.wire);
+    this.group.add(this.surface, this.wire);
+    this.scene.add(this.group);
+    this.setLook(this.look);
+
+    geometry.computeBoundingBox();
+    geometry.computeBoundingSphere();
+    const centre = geometry.boundingBox.getCenter(new THREE.Vector3());
+    const radius = geometry.boundingSphere.radius;
+    // start where the face looks: the head pose turns the frontal direction (0, 0, 1)
+    const forward = new THREE.Vector3(0, 0, 1);
+    if (rotation) {
+      forward.set(rotation[0][2], rotation[1][2], rotation[2][2]);
+      if (forward.z < 0.2) forward.set(0, 0, 1); // a pose that would put the camera behind: stay frontal
+      forward.normalize();
+    }
+    this.home = { target: centre, forward, radius };
+    this.resetView();
+  }
+
+  // Far enough for the whole face to fit the view, across and up-down, with a margin.
+  homeDistance() {
+    const half = THREE.MathUtils.degToRad(this.camera.fov / 2);
+    const across = Math.atan(Math.tan(half) * Math.max(this.camera.aspect, 0.1));
+    return (this.home.radius / Math.sin(Math.min(half, across))) * 1.08;
+  }
+
+  resetView() {
+    if (!this.home) return;
+    this.controls.enableDamping = false; // drop what is left of a spin, so the view really comes home
+    this.controls.update();
+    this.controls.enableDamping = true;
+    const distance = this.homeDistance();
+    this.camera.near = distance / 50;
+    this.camera.far = distance * 20;
+    this.controls.minDistance = this.home.radius * 0.8;
+    this.controls.maxDistance = distance * 4;
+    this.camera.position.copy(this.home.target).addScaledVector(this.home.forward, distance);
+    this.controls.target.copy(this.home.target);
+    this.camera.up.set(0, 1, 0);
+    this.camera.lookAt(this.home.target);
+    this.camera.updateProjectionMatrix();
+    this.controls.update();
+    this.render();
+  }
+
+  setLook(look) {
+    this.look = look;
+    if (!this.surface) return;
+    this.surface.material = look === 'colour' ? this.materials.colour : look === 'shaded' ? this.materials.shaded : this.materials.base;
+    this.wire.visible = look === 'wireframe';
+    this.render();
+  }
+
+  render() {
+    this.renderer.render(this.scene, this.camera);
+    this.rendered += 1;
+    this.container.dataset.rendered = String(this.rendered);
+  }
+}
+
+// The GLB's vertex colours are the photo's sRGB bytes; three.js treats COLOR_0 as linear, so convert once.
+function prepareColours(geometry) {
+  const colour = geometry.attributes.color;
+  if (!colour) return;
+  const toLinear = (c) => (c < 0.04045 ? c * 0.0773993808 : Math.pow(c * 0.9478672986 + 0.0521327014, 2.4));
+  const linear = new Float32Array(colour.count * 3);
+  for (let i = 0; i < colour.count; i += 1) {
+    linear[3 * i] = toLinear(colour.getX(i));
+    linear[3 * i + 1] = toLinear(colour.getY(i));
+    linear[3 * i + 2] = toLinear(colour.getZ(i));
+  }
+  geometry.setAttribute('color', new THREE.BufferAttribute(linear, 3));
+}
+
+// ---------------------------------------------------------------- wiring
+
+function firstImage(list) {
+  const files = Array.from(list || []);
+  return files.find((file) => file.type.startsWith('image/')) || files[0];
+}
+
+function wire() {
+  for (const id of ['file', 'camera']) {
+    $(id).addEventListener('change', (event) => {
+      upload(event.target.files[0]);
+      event.target.value = '';
+    });
+  }
+  $('drop').addEventListener('click', (event) => {
+    if (event.target.closest('label, input, button')) return;
+    $('file').click();
+  });
+  let depth = 0;
+  window.addEventListener('dragenter', (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes('Files')) return;
+    depth += 1;
+    document.body.classList.add('dragging');
+  });
+  window.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) document.body.classList.remove('dragging');
+  });
+  window.addEventListener('dragover', (event) => event.preventDefault());
+  window.addEventListener('drop', (event) => {
+    event.preventDefault();
+    depth = 0;
+    document.body.classList.remove('dragging');
+    upload(firstImage(event.dataTransfer && event.dataTransfer.files));
+  });
+  window.addEventListener('paste', (event) => {
+    const file = firstImage(event.clipboardData && event.clipboardData.files);
+    if (file) upload(file);
+  });
+  for (const button of document.querySelectorAll('[data-look]')) {
+    button.addEventListener('click', () => {
+      for (const other of document.querySelectorAll('[data-look]')) other.setAttribute('aria-checked', String(other === button));
+      if (viewer) viewer.setLook(button.dataset.look);
+    });
+  }
+  $('reset-view').addEventListener('click', () => viewer && viewer.resetView());
+  $('again').addEventListener('click', () => $('file').click());
+  $('zoom').addEventListener('click', () => { zoomed = !zoomed; drawOverlay(); });
+}
+
+wire();
+loadConfig();
