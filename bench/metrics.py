@@ -3,8 +3,9 @@
 * volumetric IoU of binary occupancy volumes, and the IoU after the best constant depth shift;
 * 68-landmark NME (2D, normalised by sqrt(w·h) of the ground-truth landmarks' box);
 * visible-vertex selection by a depth test against a z-buffer;
-* exact point-to-mesh distance, rigid ICP (rotation + translation, no scale), and the dense surface
-  error built from them.
+* front depth maps of volumes and height-field meshes of depth maps;
+* exact point-to-mesh distance, trimmed rigid ICP (rotation + translation, no scale), and the dense
+  surface error built from them.
 
 Plain numpy / scipy; no torch, no facevox imports, so the module is cheap to test.
 """
@@ -53,30 +54,75 @@ def shifted_ious(predicted: np.ndarray, depth: np.ndarray, mask: np.ndarray, shi
     predicted = np.asarray(predicted, bool)
     volume_depth = predicted.shape[0]
     columns = predicted[:, mask]  # (D, m)
-    suffix = np.zeros((volume_depth + 1, columns.shape[1]), np.int64)
-    suffix[:-1] = np.cumsum(columns[::-1], axis=0, dtype=np.int64)[::-1]  # suffix[k] = full voxels at ≥ k
+    suffix = np.zeros((volume_depth + 1, columns.shape[1]), np.int32)
+    suffix[:-1] = np.cumsum(columns[::-1], axis=0, dtype=np.int32)[::-1]  # suffix[k] = full voxels at ≥ k
     predicted_count = np.count_nonzero(predicted)
     surface = depth[mask].astype(np.float64)
-    cols = np.arange(columns.shape[1])
-    out = []
-    for s in np.atleast_1d(shifts):
-        first = first_full(surface + s, volume_depth)
-        inter = suffix[first, cols].sum()
-        target_count = (volume_depth - first).sum()
-        union = predicted_count + target_count - inter
-        out.append(1.0 if union == 0 else inter / union)
-    return np.array(out)
+    shifts = np.atleast_1d(np.asarray(shifts, float))
+    first = first_full(surface[None] + shifts[:, None], volume_depth)  # (S, m)
+    inter = np.take_along_axis(suffix, first, axis=0).sum(1, dtype=np.int64)
+    target_count = (volume_depth - first).sum(1, dtype=np.int64)
+    union = predicted_count + target_count - inter
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
 def best_shift_iou(predicted, depth, mask, max_shift: float = 24.0, step: float = 0.25) -> tuple[float, float]:
-    """The best IoU over constant depth shifts in [−max_shift, max_shift] (grid of `step` voxels).
+    """The best IoU over constant depth shifts in [−max_shift, max_shift]: whole voxels first, then
+    steps of `step` within one voxel either side of the best whole shift.
 
     Returns (iou, offset): offset is the shift s of the target that gives it, i.e. how far the
     prediction lies behind the target (voxels; negative = in front of it)."""
-    shifts = np.arange(-max_shift, max_shift + step / 2, step)
-    ious = shifted_ious(predicted, depth, mask, shifts)
+    coarse = np.arange(-np.floor(max_shift), np.floor(max_shift) + 1)
+    ious = shifted_ious(predicted, depth, mask, coarse)
+    centre = coarse[int(np.argmax(ious))]
+    fine = centre + np.arange(-1.0, 1.0 + step / 2, step)
+    ious = shifted_ious(predicted, depth, mask, fine)
     best = int(np.argmax(ious))
-    return float(ious[best]), float(shifts[best])
+    return float(ious[best]), float(fine[best])
+
+
+# ---- front depth maps -------------------------------------------------------------------------
+
+
+def front_depth(volume: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """(D, h, w) occupancy → (h, w) depth of the visible surface, +inf where no voxel exceeds `level`.
+
+    With k the first voxel above `level` (from the camera side), the depth is the partial-volume
+    estimate from the two voxels that straddle the crossing,
+        depth = k − ½ + (1 − v[k]) − v[k − 1]      (v[−1] = 0),
+    which lies in (k − 1, k] and inverts the targets' rule exactly: for a column of
+    `training.voxels.occupancy(depth, ...)` (a unit ramp, clamp(k − depth + ½, 0, 1)) it returns `depth`.
+    """
+    volume = np.asarray(volume, np.float32)
+    full = volume > level
+    covered = full.any(axis=0)
+    k = full.argmax(axis=0)  # first full voxel
+    rows, cols = np.nonzero(covered)
+    kk = k[rows, cols]
+    after = volume[kk, rows, cols].astype(float)
+    before = np.where(kk > 0, volume[np.maximum(kk - 1, 0), rows, cols], 0.0)
+    depth = np.full(covered.shape, np.inf)
+    depth[rows, cols] = kk - 0.5 + (1.0 - after) - before
+    return depth
+
+
+def depth_mesh(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A height-field mesh of a depth map: a vertex (x, y, depth) at every covered pixel centre; each
+    2×2 block of pixels gives two triangles when all four are covered, one when three are."""
+    h, w = depth.shape
+    covered = np.isfinite(depth)
+    ids = np.full((h, w), -1, np.int64)
+    rows, cols = np.nonzero(covered)
+    ids[rows, cols] = np.arange(len(rows))
+    vertices = np.column_stack([cols, rows, depth[rows, cols]]).astype(float)
+    tl, tr, bl, br = ids[:-1, :-1].ravel(), ids[:-1, 1:].ravel(), ids[1:, :-1].ravel(), ids[1:, 1:].ravel()
+    triangles = []
+    for a, b, c, need_absent in ((tl, tr, bl, None), (tr, br, bl, None), (tl, tr, br, bl), (tl, br, bl, tr)):
+        ok = (a >= 0) & (b >= 0) & (c >= 0)
+        if need_absent is not None:  # three covered corners, the fourth missing
+            ok &= need_absent < 0
+        triangles.append(np.column_stack([a[ok], b[ok], c[ok]]))
+    return vertices, np.concatenate(triangles)
 
 
 # ---- landmarks --------------------------------------------------------------------------------
@@ -107,12 +153,6 @@ def visible_vertices(vertices: np.ndarray, zbuffer: np.ndarray, tolerance: float
     front = np.full(len(vertices), np.inf)
     front[inside] = zbuffer[row[inside], col[inside]]
     return inside & np.isfinite(front) & (vertices[:, 2] <= front + tolerance)
-
-
-def visible_triangles(vertices: np.ndarray, triangles: np.ndarray, zbuffer: np.ndarray, tolerance: float = 1.5) -> np.ndarray:
-    """Triangles whose three corners are all visible (see `visible_vertices`)."""
-    seen = visible_vertices(vertices, zbuffer, tolerance)
-    return triangles[seen[triangles].all(axis=1)]
 
 
 # ---- point-to-mesh distance -------------------------------------------------------------------
@@ -233,48 +273,57 @@ def rodrigues(omega: np.ndarray) -> np.ndarray:
 
 
 def icp(points: np.ndarray, surface: Surface, iterations: int = 50, tolerance: float = 1e-5,
-        point_weight: float = 0.1) -> Alignment:
-    """Rigid ICP (rotation + translation, no scale) of points onto a surface, from the identity.
+        point_weight: float = 0.1, keep: float = 0.9) -> Alignment:
+    """Trimmed rigid ICP (rotation + translation, no scale) of points onto a surface, from the identity.
 
-    Each step pairs every point with its exact closest surface point q (normal n of q's triangle) and
-    solves the linearised least squares of Σ ((p' − q)·n)² + point_weight² Σ |p' − q|² for a small
-    rotation ω and translation t, p' = p + ω × (p − c) + t (c the points' centroid), then applies the
-    exact rotation of ω. Point-to-plane converges fast along smooth surfaces; the small point-to-point
-    term keeps the tangential directions determined on flat patches. Stops when the RMS distance
-    improves by less than `tolerance` (relative), or after `iterations` steps.
+    Each step pairs every point with its exact closest surface point q (normal n of q's triangle),
+    keeps the `keep` fraction of pairs with the smallest distances (so points with no surface near
+    them, e.g. beyond the reconstruction's edge, do not drag the alignment), and solves the linearised
+    least squares of Σ ((p' − q)·n)² + point_weight² Σ |p' − q|² for a small rotation ω and
+    translation t, p' = p + ω × (p − c) + t (c the kept points' centroid), then applies the exact
+    rotation of ω. Point-to-plane converges fast along smooth surfaces; the small point-to-point term
+    keeps the tangential directions determined on flat patches. A step is taken only if it lowers the
+    trimmed RMS distance; stops when that improves by less than `tolerance` (relative), or after
+    `iterations` steps. The returned distances are those of all points.
     """
     points = np.asarray(points, float)
+    count = max(3, int(np.ceil(keep * len(points))))
+
+    def trimmed_rms(dist):
+        return np.sqrt(np.mean(np.sort(dist)[:count] ** 2))
+
     rotation, translation = np.eye(3), np.zeros(3)
     moved = points
-    _, dist = surface.closest(moved)
-    previous = np.sqrt(np.mean(dist**2))
+    target, dist, n = surface.closest(moved, normals=True)
+    previous = trimmed_rms(dist)
     done = 0
     for done in range(1, iterations + 1):
-        target, _, n = surface.closest(moved, normals=True)
-        centre = moved.mean(0)
-        p = moved - centre
+        chosen = np.argsort(dist, kind="stable")[:count]
+        m, q, nn = moved[chosen], target[chosen], n[chosen]
+        centre = m.mean(0)
+        p = m - centre
         # point-to-plane rows: (p × n)·ω + n·t = −n·(p' − q)
-        plane = np.column_stack([np.cross(p, n), n])
-        plane_rhs = -((moved - target) * n).sum(1)
+        plane = np.column_stack([np.cross(p, nn), nn])
+        plane_rhs = -((m - q) * nn).sum(1)
         # point-to-point rows: ω × p + t = −(p' − q), i.e. [−p]× ω + t
         skew = np.zeros((len(p), 3, 6))
         skew[:, 0, 1], skew[:, 0, 2] = p[:, 2], -p[:, 1]
         skew[:, 1, 0], skew[:, 1, 2] = -p[:, 2], p[:, 0]
         skew[:, 2, 0], skew[:, 2, 1] = p[:, 1], -p[:, 0]
         skew[:, :, 3:] = np.eye(3)
-        point_rhs = -(moved - target)
         design = np.vstack([plane, point_weight * skew.reshape(-1, 6)])
-        rhs = np.concatenate([plane_rhs, point_weight * point_rhs.reshape(-1)])
+        rhs = np.concatenate([plane_rhs, -point_weight * (m - q).reshape(-1)])
         x, *_ = np.linalg.lstsq(design, rhs, rcond=None)
         step_r = rodrigues(x[:3])
         step_t = centre + x[3:] - step_r @ centre  # p' = R (p − c) + c + t
         candidate_r, candidate_t = step_r @ rotation, step_r @ translation + step_t
         candidate = points @ candidate_r.T + candidate_t
-        _, candidate_dist = surface.closest(candidate)
-        rms = np.sqrt(np.mean(candidate_dist**2))
+        candidate_target, candidate_dist, candidate_n = surface.closest(candidate, normals=True)
+        rms = trimmed_rms(candidate_dist)
         if rms > previous:  # a step that makes things worse is not taken
             break
-        rotation, translation, moved, dist = candidate_r, candidate_t, candidate, candidate_dist
+        rotation, translation, moved = candidate_r, candidate_t, candidate
+        target, dist, n = candidate_target, candidate_dist, candidate_n
         if previous - rms < tolerance * max(previous, 1e-12):
             break
         previous = rms

@@ -29,6 +29,11 @@ def dome(x, y):
     return 40.0 - 0.01 * ((x - 30) ** 2 + (y - 30) ** 2)
 
 
+def bumpy(x, y):
+    """A dome with a nose-like bump and a brow ridge: no sliding symmetry, as a face."""
+    return dome(x, y) - 8.0 * np.exp(-((x - 33) ** 2 + (y - 35) ** 2) / 40.0) - 3.0 * np.exp(-((y - 20) ** 2) / 10.0)
+
+
 # ---- volumes ----
 
 
@@ -174,7 +179,7 @@ def test_rigid_fit_recovers_a_transform():
 
 
 def test_icp_undoes_a_small_rigid_motion():
-    vertices, triangles = grid_mesh(40, 60.0, dome)
+    vertices, triangles = grid_mesh(40, 60.0, bumpy)
     surface = metrics.Surface(vertices, triangles)
     points = vertices[::3]
     centre = points.mean(0)
@@ -192,3 +197,46 @@ def test_dense_error_measures_a_real_difference():
     flat, _ = grid_mesh(30, 60.0, lambda x, y: 40.0 - 0.005 * ((x - 30) ** 2 + (y - 30) ** 2))
     error = metrics.dense_error(truth, flat, triangles, scale=1.0)
     assert 0.5 < error < 4.5  # the sag differs by up to 4.5 at the corners
+
+
+def test_icp_ignores_points_with_no_surface_near_them():
+    vertices, triangles = grid_mesh(40, 60.0, bumpy)
+    surface = metrics.Surface(vertices, triangles)
+    points = vertices[::3]
+    centre = points.mean(0)
+    rotation, shift = rotation_about([1, 0.2, 0], 3), np.array([0.5, 1.0, -1.5])
+    strays = np.column_stack([np.full(20, 90.0), np.linspace(0, 60, 20), np.full(20, 10.0)])  # far off the edge
+    moved = (np.vstack([points, strays]) - centre) @ rotation.T + centre + shift
+    alignment = metrics.icp(moved, surface)
+    assert len(strays) < 0.1 * len(moved)
+    assert alignment.distances[: len(points)].mean() < 0.01
+
+
+# ---- front depth and height-field meshes ----
+
+
+def test_front_depth_inverts_the_training_occupancy():
+    torch = pytest.importorskip("torch")
+    from training.voxels import occupancy
+
+    rng = np.random.default_rng(7)
+    depth = rng.uniform(0.0, 30.0, (9, 11))
+    depth[0, 0], depth[0, 1], depth[0, 2] = 4.0, 4.5, 0.0
+    mask = rng.random((9, 11)) > 0.2
+    mask[0, :3] = True
+    volume = occupancy(torch.from_numpy(np.where(mask, depth, np.inf)).float()[None], torch.from_numpy(mask)[None], 40)[0].numpy()
+    got = metrics.front_depth(volume)
+    assert np.array_equal(np.isfinite(got), mask)
+    assert np.allclose(got[mask], depth[mask], atol=1e-5)
+
+
+def test_depth_mesh_of_a_plane():
+    depth = np.full((5, 6), np.inf)
+    depth[1:4, 1:5] = 7.0  # 3 × 4 covered pixels: 2 × 3 blocks → 12 triangles
+    depth[0, 0] = 7.0  # isolated pixel: a vertex, no triangle
+    depth[4, 4], depth[4, 5] = 7.0, 7.0  # two blocks with three covered corners → one triangle each
+    vertices, triangles = metrics.depth_mesh(depth)
+    assert len(vertices) == 15 and len(triangles) == 14
+    assert np.allclose(vertices[:, 2], 7.0)
+    _, dist = metrics.Surface(vertices, triangles).closest(np.array([[2.5, 2.5, 9.0], [2.5, 2.5, 7.0]]))
+    assert np.allclose(dist, [2.0, 0.0])
