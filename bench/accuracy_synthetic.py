@@ -32,27 +32,34 @@ Methods (same images)
 Metrics, per face; reported per |yaw| bin and overall as mean and median over faces
     iou          volumetric IoU of the predicted occupancy (facevox: volume > 0.5; peer / oracle: their
                  depth map voxelised by the targets' rule, `training.voxels.occupancy(...) > 0.5`)
-                 against the target `occupancy(depth, mask, 200) > 0.5`.
-    iou_shift    the same IoU after the best constant depth shift of the prediction (grid search over
-                 ±24 voxels in steps of 0.25), for every method: removes the depth-placement ambiguity
+                 against the target `occupancy(depth, mask, 200) > 0.5`, over the whole 200×192×192
+                 grid, no alignment.
+    iou_shift    the same IoU after the best constant depth shift, for every method (whole voxels in
+                 ±24, then quarter voxels within ±1 of the best): removes the depth-placement ambiguity
                  of a single view and the peer's borrowed depth offset, so shapes are compared fairly.
-                 depth_offset is that shift (how far the prediction lies behind the target).
+                 depth_offset is that shift (how far the prediction lies behind the target, voxels).
     nme          68-landmark 2D error: mean point distance / sqrt(w·h) of the ground-truth landmarks'
                  2D box (all 68 points, hidden ones included). facevox: its heatmap landmarks; peer /
                  oracle: the projections of the fitted model's landmark vertices.
-    dense_error  the ground-truth mesh vertices visible in the render (pixel of the rounded (x, y)
-                 covered and vertex depth ≤ z-buffer + 1.5 px) are rigidly aligned to the
-                 reconstructed surface by ICP (rotation + translation, no scale; exact closest points
-                 on the triangles; point-to-plane with a small point-to-point term; from the identity),
-                 then the mean exact point-to-surface distance is divided by the outer interocular
-                 distance |L36 − L45| of the ground-truth landmarks in 3D (0-based iBUG-68 indices).
-                 Reconstructed surface: facevox — its surface mesh; peer / oracle — the triangles of the
-                 fitted mesh whose three corners are visible in its own render (same 1.5 px test).
-                 Visible vertices with no reconstructed surface nearby count with their full distance
-                 to the surface's edge.
-    Also recorded: the "pipeline floor", the dense error of `surface_mesh` run on the ground-truth
-    occupancy volume itself (voxelisation + marching cubes + smoothing, no network), on every
-    `--floor-every`-th face.
+    dense_error  Points: the ground-truth mesh vertices visible in the render (the pixel of the rounded
+                 (x, y) is covered and the vertex depth ≤ z-buffer + 1.5 px). Surface: every method's
+                 front depth map as a height-field mesh (a vertex at each covered pixel centre, two
+                 triangles per covered 2×2 block; `bench.metrics.depth_mesh`) — facevox: the volume's
+                 first 0.5 crossing per pixel, sub-voxel (`bench.metrics.front_depth`, which returns
+                 the target depth exactly on target volumes); peer / oracle: their rendered depth
+                 map. The points are rigidly aligned to the surface by trimmed ICP (rotation +
+                 translation, no scale; from the identity; closest points on the triangles; point-to-
+                 plane with a small point-to-point term; the 90 % closest pairs drive each step;
+                 `bench.metrics.icp`), then the mean point-to-surface distance over ALL the visible
+                 points (none trimmed) is divided by the outer interocular distance |L36 − L45| of
+                 the ground-truth landmarks in 3D (0-based iBUG-68 indices). Visible points with no
+                 reconstructed surface near them count with their full distance to its edge.
+    dense_error_mesh (facevox only) the same, with facevox's product mesh as the surface
+                 (`facevox.mesh.surface_mesh`: marching cubes at 0.5, camera-facing triangles only,
+                 largest piece, Taubin-smoothed), i.e. what a user gets.
+    Also recorded, on every `--floor-every`-th face, the "pipeline floor": both dense errors computed
+    on the ground truth's own occupancy volume instead of a prediction (what the measuring procedure,
+    respectively the product's meshing, costs with a perfect volume).
 
 Outputs: the JSON summary (`--out`), a per-face CSV beside it, and a markdown table on stdout.
 Deterministic for a given --count / --batch-size / --seed-base (wall time aside).
@@ -291,7 +298,7 @@ def main(argv=None):
             "model_file": net.path.name,
             "model_training_steps": net.info.get("training_steps"),
             "visibility_tolerance_px": VISIBILITY_TOLERANCE,
-            "best_shift_search_voxels": [-24.0, 24.0, 0.25],
+            "best_shift_search": "whole voxels in [-24, 24], then 0.25 steps within ±1 of the best",
             "targets": TARGETS,
             "threads": args.threads,
             "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,

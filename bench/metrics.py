@@ -205,8 +205,11 @@ class Surface:
     """A triangle mesh prepared for closest-point queries.
 
     Candidates are the triangles whose centroids are among the `candidates` nearest to the query
-    point; the exact closest point is taken over them. With meshes of roughly even triangles (marching
-    cubes, morphable models) this equals the brute-force answer; tests/test_metrics.py checks it.
+    point; the exact closest point is taken over them. With meshes of roughly even triangles this
+    equals the brute-force answer (tests/test_metrics.py checks it on a regular grid); where long
+    triangles lie near the query (steep walls of height fields) it can overestimate a distance. On
+    the benchmark's face meshes, 16 candidates give a mean difference to brute force of ~0.001 px
+    against mean distances of ~1–2 px.
     """
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 16):
@@ -272,8 +275,8 @@ def rodrigues(omega: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
-def icp(points: np.ndarray, surface: Surface, iterations: int = 50, tolerance: float = 1e-5,
-        point_weight: float = 0.1, keep: float = 0.9) -> Alignment:
+def icp(points: np.ndarray, surface: Surface, iterations: int = 50, tolerance: float = 1e-4,
+        point_weight: float = 0.1, keep: float = 0.9, max_points: int | None = None) -> Alignment:
     """Trimmed rigid ICP (rotation + translation, no scale) of points onto a surface, from the identity.
 
     Each step pairs every point with its exact closest surface point q (normal n of q's triangle),
@@ -284,9 +287,13 @@ def icp(points: np.ndarray, surface: Surface, iterations: int = 50, tolerance: f
     rotation of ω. Point-to-plane converges fast along smooth surfaces; the small point-to-point term
     keeps the tangential directions determined on flat patches. A step is taken only if it lowers the
     trimmed RMS distance; stops when that improves by less than `tolerance` (relative), or after
-    `iterations` steps. The returned distances are those of all points.
+    `iterations` steps. With `max_points`, the alignment is estimated on an evenly strided subset of at
+    most that many points; the returned distances are always those of all points.
     """
-    points = np.asarray(points, float)
+    everything = np.asarray(points, float)
+    points = everything
+    if max_points and len(points) > max_points:
+        points = points[:: -(-len(points) // max_points)]
     count = max(3, int(np.ceil(keep * len(points))))
 
     def trimmed_rms(dist):
@@ -327,11 +334,15 @@ def icp(points: np.ndarray, surface: Surface, iterations: int = 50, tolerance: f
         if previous - rms < tolerance * max(previous, 1e-12):
             break
         previous = rms
+    if points is not everything:
+        _, dist = surface.closest(everything @ rotation.T + translation)
     return Alignment(rotation, translation, dist, done)
 
 
-def dense_error(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, scale: float) -> float:
-    """Mean distance from `points` (true visible surface points) to the mesh after rigid ICP, / scale."""
+def dense_error(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, scale: float,
+                max_points: int | None = 1000) -> float:
+    """Mean distance from `points` (true visible surface points) to the mesh after rigid ICP (`icp`,
+    aligned on at most `max_points` of them), divided by `scale`; NaN for an empty mesh."""
     if len(triangles) == 0 or len(points) == 0:
         return float("nan")
-    return float(icp(points, Surface(vertices, triangles)).distances.mean() / scale)
+    return float(icp(points, Surface(vertices, triangles), max_points=max_points).distances.mean() / scale)
