@@ -43,7 +43,8 @@ def test_surface_mesh_faces_the_camera_and_lies_on_the_surface():
     surface = mesh.surface_mesh(volume, smooth_iterations=0)
     assert len(surface.triangles) > 1000
     normals = mesh.face_normals(surface.vertices, surface.triangles)
-    assert (normals[:, 2] < 0).all()  # every triangle faces the camera (−z)
+    assert (normals[:, 2] < mesh.FACING).all()  # every triangle faces the camera (−z)
+    assert normals[:, 2].mean() < -0.45  # a half ball: about −0.5 over its triangles
     # Vertices sit on the dome's front surface within one voxel (no side walls kept).
     xs, ys, ks = surface.vertices.T
     r = np.hypot(xs - 96, ys - 96)
@@ -93,3 +94,17 @@ def test_decimate_keeps_colours_and_bounds():
     assert len(small.triangles) < 0.15 * len(surface.triangles)  # the outline is kept, so not quite 2000
     assert small.colours.shape == (len(small.vertices), 3) and (small.colours == 7).all()
     assert np.allclose(small.vertices.min(0), surface.vertices.min(0), atol=2)
+
+
+def test_a_surface_cut_by_a_steep_step_keeps_both_large_pieces():
+    """Near profile a face can fall apart into large pieces at steep parts: none may be dropped."""
+    ys, xs = np.mgrid[0:96, 0:96]
+    front = np.where((xs - 48) ** 2 / 40**2 + (ys - 48) ** 2 / 40**2 < 1, np.where(xs < 48, 40.0, 90.0), np.inf)
+    front[40:44, 20:24] = 20.0  # a small island in front: dropped
+    k = np.arange(120)[:, None, None]
+    volume = np.clip(k - front[None] + 0.5, 0, 1).astype(np.float32)
+    surface = mesh.surface_mesh(volume, smooth_iterations=0)
+    xs, ks = surface.vertices[:, 0], surface.vertices[:, 2]
+    assert (np.abs(ks[xs < 46] - 40) <= 1).mean() > 0.95 and (xs < 46).sum() > 1000
+    assert (np.abs(ks[xs > 50] - 90) <= 1).mean() > 0.95 and (xs > 50).sum() > 1000
+    assert not ((ks < 30).any())

@@ -4,7 +4,7 @@ Volumes are indexed [k, y, x] in crop pixels (k = depth away from the camera) an
 visible surface to the back of the volume. Two meshes come out of one volume:
 
 * the *surface*: the face as the camera sees it, the triangles that face the camera (the side walls
-  that the filled volume has along the face's outline are left out);
+  that the filled volume has along the face's outline are left out), in its large pieces;
 * the *solid*: a closed, watertight body (the face cut flat just behind its deepest visible point),
   for 3D printing.
 """
@@ -17,6 +17,7 @@ from facevox.crop import invert
 from facevox.face import Mesh
 
 FACING = -0.2  # a surface triangle's unit normal has z below this (it faces the camera, -z)
+PIECE_SHARE = 0.1  # surface pieces with at least this share of the largest one's triangles are kept
 
 
 def _marching_cubes(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +43,9 @@ def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-def _largest_component(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the largest connected piece (by triangle count) and drop unused vertices."""
+def _main_pieces(vertices: np.ndarray, triangles: np.ndarray, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the connected pieces with at least `share` of the largest piece's triangles (1.0: the
+    largest alone) and drop unused vertices."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -53,7 +55,8 @@ def _largest_component(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
     _, labels = connected_components(graph, directed=False)
     triangle_labels = labels[triangles[:, 0]]
-    keep = triangles[triangle_labels == np.bincount(triangle_labels).argmax()]
+    sizes = np.bincount(triangle_labels)
+    keep = triangles[sizes[triangle_labels] >= share * sizes.max()]
     used, remap = np.unique(keep, return_inverse=True)
     return vertices[used], remap.reshape(-1, 3).astype(np.int64)
 
@@ -68,30 +71,34 @@ def _smooth(vertices: np.ndarray, triangles: np.ndarray, iterations: int) -> np.
     return np.asarray(body.vertices)
 
 
-def _back_cut(volume: np.ndarray, level: float, margin: float) -> int:
-    """Depth index `margin` voxels behind the deepest visible surface point (99th percentile)."""
+def _back_cut(volume: np.ndarray, level: float, margin: float, percentile: float = 100.0) -> int:
+    """Depth index `margin` voxels behind the deepest visible surface point (or a percentile of the
+    visible depths, which ignores a few stray deep columns)."""
     full = volume > level
     columns = full.any(axis=0)
     if not columns.any():
         return volume.shape[0] - 1
     front = full.argmax(axis=0)[columns]
-    return min(int(np.percentile(front, 99) + margin), volume.shape[0] - 1)
+    return min(int(np.percentile(front, percentile) + margin), volume.shape[0] - 1)
 
 
 def surface_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10) -> Mesh:
-    """The visible face surface in crop coordinates (x, y, k), largest piece only, Taubin-smoothed."""
-    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, 2.0) + 1], level)
+    """The visible face surface in crop coordinates (x, y, k), Taubin-smoothed.
+
+    Steep parts of a turned face can face the camera too little to be kept, which may cut the face
+    into pieces (near profile, often two large ones): every large piece is kept, small islands are not."""
+    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, 3.0) + 1], level)
     if len(triangles):
         triangles = triangles[face_normals(vertices, triangles)[:, 2] < FACING]
-        vertices, triangles = _largest_component(vertices, triangles)
+        vertices, triangles = _main_pieces(vertices, triangles, PIECE_SHARE)
     return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
 
 
 def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
     """A closed body in crop coordinates: the face, cut flat `back_margin` voxels behind its deepest
     visible point, so that a printer gets a solid relief with a flat back."""
-    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, back_margin) + 1], level)
-    vertices, triangles = _largest_component(vertices, triangles)
+    vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, back_margin, percentile=99) + 1], level)
+    vertices, triangles = _main_pieces(vertices, triangles)
     return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
 
 
