@@ -29,7 +29,8 @@ SCHEMA = pa.schema([
     ("scores", _floats),
     ("landmarks_3d", pa.list_(pa.list_(_floats))),  # per face: 68 × (x, y, z), photo frame (Face.landmarks_3d)
     ("yaw", _floats), ("pitch", _floats), ("roll", _floats),  # per face, degrees
-    ("seconds", pa.float64()),  # this input's whole step in the worker
+    ("seconds", pa.float64()),  # this input's whole step in the worker: wall clock
+    ("cpu_seconds", pa.float64()),  # and the worker process's CPU time (all its threads) meanwhile
     *[(f"time_{stage}", pa.float64()) for stage in STAGES],  # Reconstructor.timings, and writing the files
     ("worker", pa.string()),  # host:pid
     ("finished", pa.timestamp("ms", tz="UTC")),

@@ -83,7 +83,7 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
     from facevox.batch.store import write_bytes
     from facevox.cli import write_face_files
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     record = new_record(key) | {"worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         source = io.BytesIO(Path(key).read_bytes() if data is None else data)
@@ -105,5 +105,6 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
         record.update(status="failed", reason=str(error))
     except Exception as error:  # one bad photo never stops a batch
         record.update(status="failed", reason=f"{type(error).__name__}: {error}")
-    record.update(seconds=time.perf_counter() - start, finished=datetime.now(timezone.utc))
+    record.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,
+                  finished=datetime.now(timezone.utc))
     return record
