@@ -122,10 +122,10 @@ def test_rerun_skips_everything(reference):
 
 
 def subset(reference, photos) -> tuple[list[str], dict]:
-    """The 20 inputs in bad/ and good/more/ (folders to name on a command line), and their reference rows."""
+    """The 19 inputs in bad/ and good/more/ (folders to name on a command line), and their reference rows."""
     folders = [str(photos / "bad"), str(photos / "good" / "more")]
     want = {k: r for k, r in reference[1].items() if Path(k).parent in (photos / "bad", photos / "good" / "more")}
-    assert len(want) == 20
+    assert len(want) == 19
     return folders, want
 
 
@@ -243,3 +243,19 @@ def test_ray_interrupted_run_resumes_only_what_is_left(reference, ray_cluster, p
     redone = [r["input"] for records in run(pending, options, "ray", workers=2, batch_size=4) for r in records]
     assert sorted(redone) == sorted(pending)
     assert_same_results(rows(options.out), want, options.out)
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=needs_ray)])
+def test_input_gone_before_it_is_read_is_recorded(engine, request, photos, tmp_path):
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "in" / name).write_bytes((photos / "bad" / "grey.jpg").read_bytes())
+    keys, _, root = find_inputs([str(tmp_path / "in")])
+    (tmp_path / "in" / "b.jpg").unlink()
+    options = Options(out=str(tmp_path / "out"), root=root)
+    list(run(plan(keys, options)[0], options, engine, workers=1))
+    index = rows(options.out)
+    assert {Path(k).name: (r["status"], r["reason"]) for k, r in index.items()} == {
+        "a.jpg": ("no face", "no face found in the photo"), "b.jpg": ("failed", f"{tmp_path / 'in' / 'b.jpg'}: no such file")}

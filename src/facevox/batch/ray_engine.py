@@ -53,11 +53,28 @@ def run_ray(keys: list[str], options: Options, address: str | None = None, worke
     else:
         workers = workers or max(1, int(resources.get("CPU", 1)))
     blocks = min(math.ceil(len(keys) / batch_size), MAX_BLOCKS)  # small blocks, so every actor gets work
-    data = ray.data.read_binary_files(keys, include_paths=True, num_cpus=READ_CPUS, override_num_blocks=blocks)
+    data = ray.data.read_binary_files(keys, include_paths=True, ignore_missing_paths=True, num_cpus=READ_CPUS,
+                                      override_num_blocks=blocks)
     data = data.map_batches(
         ReconstructWorker, fn_constructor_args=(options, bool(gpus_per_worker)), batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=ACTOR_SHARE * resources.get("CPU", 1) / workers,
         num_gpus=gpus_per_worker or None,
     )
+    left = set(keys)
     for batch in data.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield batch.to_pylist()
+        records = batch.to_pylist()
+        left.difference_update(r["input"] for r in records)
+        yield records
+    if left:  # gone between listing and reading: recorded, so that every input is accounted for
+        yield _unread(sorted(left), options)
+
+
+def _unread(keys: list[str], options: Options) -> list[dict]:
+    from datetime import datetime, timezone
+
+    from facevox.batch.index import new_record, write_part
+    from facevox.batch.store import open_store
+
+    records = [new_record(key, "failed", f"{key}: no such file") | {"finished": datetime.now(timezone.utc)} for key in keys]
+    write_part(open_store(options.out), records)
+    return records

@@ -86,8 +86,9 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
     start, start_cpu = time.perf_counter(), time.process_time()
     record = new_record(key) | {"worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
-        source = io.BytesIO(Path(key).read_bytes() if data is None else data)
-        source.name = key
+        source = key if data is None else io.BytesIO(data)
+        if data is not None:
+            source.name = key
         faces = reconstructor.reconstruct(source, all_faces=options.all_faces)
         timings = dict(reconstructor.timings)
         mark = time.perf_counter()
