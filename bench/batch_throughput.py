@@ -1,7 +1,8 @@
 """Faces per second of `facevox batch` on this machine: the local engine and the Ray engine on the same
-200 photos (flips, rescales and crops of the two sample photos, see tests/photos.py), in one run.
+200 photos (flips, rescales and crops of the two sample photos, see tests/photos.py), in one run
+(local, ray, ray, local).
 
-    PYTHONPATH=src:.:tests python bench/batch_throughput.py      # writes bench/results/batch_throughput.json
+    python bench/batch_throughput.py      # needs the cluster extra; writes bench/results/batch_throughput.json
 
 Wall-clock rates depend on what else the machine runs: the load average before and after each engine
 is recorded with them. cpu_seconds_per_face (worker CPU time, from the index) depends on it less.
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from photos import make_photos  # noqa: E402
 
 COUNT = 200
+ORDER = ("local", "ray", "ray", "local")  # ABBA: a drift in the machine's load falls on both engines alike
 
 
 def measure(engine: str, keys: list[str], root: str, out: str) -> dict:
@@ -65,17 +67,19 @@ def main() -> None:
         from facevox.batch import find_inputs
 
         keys, _, root = find_inputs([str(folder)])
-        results = [measure("local", keys, root, f"{scratch}/local")]
         start = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
         ray_start = time.perf_counter() - start
-        results.append(measure("ray", keys, root, f"{scratch}/ray") | {"ray_init_seconds": round(ray_start, 2)})
+        results = [measure(engine, keys, root, f"{scratch}/{n}-{engine}") for n, engine in enumerate(ORDER)]
         ray.shutdown()
+    summary = {engine: {key: round(sum(r[key] for r in results if r["engine"] == engine) / ORDER.count(engine), 4)
+                        for key in ("faces_per_second", "cpu_seconds_per_face", "worker_seconds_per_face")} for engine in ("local", "ray")}
     report = {
         "what": f"facevox batch on {COUNT} photos, glb+json per face; local = process pool, ray = Ray Data actor pool on a local Ray (num_cpus={os.cpu_count()}); "
-                "seconds include worker start-up (model loading), not ray.init",
+                f"runs in the order {', '.join(ORDER)}; seconds include worker start-up (model loading), not ray.init ({ray_start:.1f} s)",
         "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version(),
                     "ray": ray.__version__},
+        "mean_by_engine": summary,
         "results": results,
     }
     out = Path(__file__).parent / "results" / "batch_throughput.json"

@@ -207,8 +207,9 @@ def test_ray_engine_with_an_actor_killed_matches_local(reference, ray_cluster, p
     options = Options(out=str(tmp_path / "out"), root=options.root)
     killed = []
 
-    def kill_one_actor():
-        wait_for_parts(options.out)
+    def kill_one_actor():  # once both actors have written a part, so that a new process must finish the job
+        while len({r["worker"] for r in read_index(open_store(options.out), ["worker"]).to_pylist()}) < 2:
+            time.sleep(0.05)
         actors = [h for h in gc.get_objects() if isinstance(h, ray.actor.ActorHandle) and "MapWorker" in repr(h)]
         ray.kill(actors[0], no_restart=False)
         killed.append(actors[0])
@@ -216,7 +217,7 @@ def test_ray_engine_with_an_actor_killed_matches_local(reference, ray_cluster, p
     killer = threading.Thread(target=kill_one_actor, daemon=True)
     killer.start()
     pending, _, _ = plan(list(want), options)
-    processed = [r["input"] for records in run(pending, options, "ray", workers=2) for r in records]
+    processed = [r["input"] for records in run(pending, options, "ray", workers=2, batch_size=4) for r in records]
     killer.join(1)
     assert killed, "no actor was killed"
     assert sorted(processed) == sorted(want)

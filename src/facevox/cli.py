@@ -177,15 +177,15 @@ def batch_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     errors = Console(stderr=True, soft_wrap=True)
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"unknown engine {engine!r}; choose local or ray", param_hint="--engine")
-    if gpus_per_worker and engine != "ray":
-        raise typer.BadParameter("GPU workers need --engine ray", param_hint="--gpus-per-worker")
     try:
-        from facevox.batch import Options, find_inputs, plan, run
+        from facevox.batch import ENGINES, Options, find_inputs, plan, run
     except ImportError as error:
         errors.print(f"[red]error[/]: facevox batch needs pyarrow ({error}): pip install 'facevox\\[batch]'", highlight=False)
         raise typer.Exit(1)
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}", param_hint="--engine")
+    if engine != "ray" and (gpus_per_worker or address):
+        raise typer.BadParameter("--address and --gpus-per-worker need --engine ray", param_hint="--engine")
     wanted = parse_formats(formats)
     keys, problems, root = find_inputs(inputs)
     for problem in problems:
@@ -193,7 +193,7 @@ def batch_command(
     if not keys:
         raise typer.Exit(1)
     options = Options(out=out, root=root, formats=tuple(wanted), all_faces=all_faces, size_mm=size_mm,
-                      max_triangles=max_triangles, model=str(model) if model else None)
+                      max_triangles=max_triangles, model=str(model.resolve()) if model else None)
     try:
         pending, clashes, skipped = plan(keys, options)
     except OSError as error:

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from facevox.batch.work import Options, find_inputs, output_name
 
-__all__ = ["Options", "find_inputs", "plan", "run"]
+__all__ = ["ENGINES", "Options", "find_inputs", "plan", "run"]
 ENGINES = ("local", "ray")
 
 

@@ -28,7 +28,7 @@ def open_store(out: str) -> Store:
         return Store(pafs.LocalFileSystem(), base, True)
     try:
         fs, base = pafs.FileSystem.from_uri(out)
-    except Exception:  # a scheme pyarrow lacks: fsspec may have it (pyarrow raises ArrowInvalid or ValueError)
+    except ValueError:  # a scheme pyarrow lacks (ArrowInvalid): fsspec may have it
         import fsspec
 
         spec_fs, base = fsspec.core.url_to_fs(out)
@@ -39,8 +39,8 @@ def open_store(out: str) -> Store:
 
 
 def write_bytes(store: Store, relative, data: bytes) -> None:
-    """Write one file; on a local folder atomically. Object stores publish an object only once it is
-    complete, so there no partial file is ever seen either."""
+    """Write one file; on a local folder atomically. Object stores (S3, GCS) publish an object only once
+    it is complete, so no partial file is seen there either."""
     path = store.path(relative)
     if store.local:
         from facevox.export import write_atomic

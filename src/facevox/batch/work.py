@@ -36,7 +36,7 @@ def find_inputs(inputs: list[str]) -> tuple[list[str], list[str], str]:
 
     items, problems = [], []
     for text in inputs:
-        if glob.has_magic(text):
+        if any(c in text for c in "*?["):
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
             matches = [m for m in matches if m.is_dir() or is_image_path(m)]
             if not matches:
