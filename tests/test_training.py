@@ -88,9 +88,10 @@ def test_train_resume_export(tmp_path, monkeypatch):
     assert volume.shape == (1, 200, 192, 192) and heatmaps.shape == (1, 68, 96, 96) and 0 <= volume.min() <= volume.max() <= 1
 
     # Training can start again from the shipped file's weights.
-    from training.net import CONFIGS, VolumeNet
+    from facevox.net import CONFIGS, VolumeNet
+    from facevox.torch_volume import from_onnx
 
     net = VolumeNet(CONFIGS["vrn-hg1-w128"])
-    train.load_onnx_weights(net, str(onnx_path))
+    from_onnx(net, onnx_path)
     saved = {k: v.float() for k, v in state["model"].items()}
     assert all(torch.allclose(v, saved[k]) for k, v in net.state_dict().items() if v.is_floating_point())

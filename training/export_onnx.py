@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from training import sfm
-from training.net import CONFIGS, VolumeNet
+from facevox.net import CONFIGS, VolumeNet
 
 LICENCE = ("Non-commercial use only: trained on shapes of the Surrey Face Model (non-commercial licence) "
            "rendered with background clutter from web-collected photos.")

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from facevox.net import CONFIGS, VolumeNet
+from facevox.torch_volume import from_onnx
 from training import sfm
-from training.net import CONFIGS, VolumeNet
 from training.sources.synthetic import SyntheticFaces, load_photos
 from training.splits import real_faces
 from training.voxels import occupancy
@@ -94,21 +95,6 @@ def net_device(net):
     return next(net.parameters()).device
 
 
-def load_onnx_weights(net: VolumeNet, path: str) -> None:
-    """Start from the shipped model: its ONNX initializers carry the state dict (prefix 'net.'),
-    all but BatchNorm's step counters, which inference does not use."""
-    import onnx
-    from onnx import numpy_helper
-
-    weights = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
-    state = net.state_dict()
-    wanted = [k for k in state if not k.endswith("num_batches_tracked")]
-    missing = [k for k in wanted if k not in weights]
-    if missing:
-        raise ValueError(f"{path} lacks {len(missing)} weights, e.g. {missing[:3]}")
-    net.load_state_dict({**state, **{k: weights[k].reshape(state[k].shape) for k in wanted}})
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for key, value in config.items():
@@ -135,7 +121,7 @@ def main():
         step = state["step"]
         print(f"resumed {checkpoint} at step {step}")
     elif cfg["init_onnx"]:
-        load_onnx_weights(net, cfg["init_onnx"])
+        from_onnx(net, cfg["init_onnx"])
         print(f"initialised from {cfg['init_onnx']}")
 
     def lr_at(s):  # warmup, constant, then a cosine decay over the last decay_steps (resumable in chunks)

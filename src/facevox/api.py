@@ -34,10 +34,13 @@ class Settings:
 
 
 class Reconstructor:
-    """Loads the network and the face detectors once; call it on photos."""
+    """Loads the network and the face detectors once; call it on photos.
 
-    def __init__(self, model_path=None, detectors=None, settings: Settings | None = None, threads: int | None = None):
-        self.model = VolumeModel(model_path, threads=threads)
+    network: the volume stage, any object with VolumeModel's interface (e.g. facevox.torch_volume.TorchVolumeModel
+    on a GPU); by default VolumeModel(model_path, threads) on onnxruntime."""
+
+    def __init__(self, model_path=None, detectors=None, settings: Settings | None = None, threads: int | None = None, network=None):
+        self.model = network if network is not None else VolumeModel(model_path, threads=threads)
         self.detectors = detectors if detectors is not None else default_detectors()
         self.settings = settings or Settings()
         self.mean_landmarks = np.asarray(self.model.info["mean_landmarks_3d"], dtype=np.float64)

@@ -128,22 +128,29 @@ def reconstruct_command(
 def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list[str], all_faces: bool,
                      preview: bool, size_mm: float | None) -> list[Path]:
     """Reconstruct one photo and write its files (each atomically); returns the paths written."""
+    faces = reconstructor.reconstruct(photo, all_faces=all_faces)
+    return write_face_files(reconstructor, faces, photo, out, formats, preview, size_mm)
+
+
+def write_face_files(reconstructor, faces, photo: Path, out: Path | None, formats: list[str], preview: bool,
+                     size_mm: float | None, write=None) -> list[Path]:
+    """Write each face's files, named by output_stem, with write(path, bytes) (default: atomic local writes)."""
     from facevox.export import export, write_atomic
 
-    faces = reconstructor.reconstruct(photo, all_faces=all_faces)
+    write = write or write_atomic
     written = []
     model_name = reconstructor.model.info.get("name")
     for index, face in enumerate(faces):
         stem = output_stem(photo, out, index)
         for fmt in formats:
             path = stem.with_name(f"{stem.name}.{fmt}")
-            write_atomic(path, export(face, fmt, size_mm=size_mm, model=model_name))
+            write(path, export(face, fmt, size_mm=size_mm, model=model_name))
             written.append(path)
         if preview:
             from facevox.preview import contact_sheet, save_png
 
             path = stem.with_name(f"{stem.name}.preview.png")
-            write_atomic(path, save_png(contact_sheet(face.mesh)))
+            write(path, save_png(contact_sheet(face.mesh)))
             written.append(path)
     return written
 
@@ -168,6 +175,65 @@ def serve_command(
     shown = f"[{host}]" if ":" in host else host
     Console(stderr=True).print(f"facevox on [bold]http://{shown}:{port}/[/] (API docs: /docs); Ctrl+C stops it", highlight=False)
     uvicorn.run(web_app, host=host, port=port, log_level="warning")
+
+
+@app.command("batch")
+def batch_command(
+    inputs: List[str] = typer.Argument(..., help="Photos, folders of photos, or globs (quote them: 'photos/**/*.jpg').", show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder, or a URL (s3://, gs://, hdfs://, file://; others through fsspec)."),
+    formats: str = typer.Option("glb,json", "--format", "-f", help=f"Comma-separated: {', '.join(FORMATS)}."),
+    engine: str = typer.Option("local", "--engine", help="local: a process pool on this machine; ray: a Ray cluster (pip install facevox\\[cluster])."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray: 'auto' (the cluster this machine is part of) or ray://HOST:PORT; default: Ray on this machine only."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (local) or actors (ray); default: one per CPU core, or per --gpus-per-worker of each GPU."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray: run the network on a GPU with torch, this share of one per actor (e.g. 0.25)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Photos per step; each step writes one index part."),
+    all_faces: bool = typer.Option(True, "--all-faces/--largest-only", help="Every face in each photo, or only the largest."),
+    size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
+    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
+):
+    """Many photos: one mesh (and JSON) per face and a Parquet index of every input (OUT/index). A rerun
+    skips the inputs already in the index. Per-photo failures are recorded there and do not stop the job;
+    exit 1 only if an input named was not found (the others are still processed)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        from facevox.batch import ENGINES, Options, find_inputs, plan, run
+    except ImportError as error:
+        errors.print(f"[red]error[/]: facevox batch needs pyarrow ({error}): pip install 'facevox\\[batch]'", highlight=False)
+        raise typer.Exit(1)
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}", param_hint="--engine")
+    if engine != "ray" and (gpus_per_worker or address):
+        raise typer.BadParameter("--address and --gpus-per-worker need --engine ray", param_hint="--engine")
+    wanted = parse_formats(formats)
+    keys, problems, root = find_inputs(inputs)
+    for problem in problems:
+        errors.print(f"[red]error[/]: {problem}", highlight=False)
+    if not keys:
+        raise typer.Exit(1)
+    options = Options(out=out, root=root, formats=tuple(wanted), all_faces=all_faces, size_mm=size_mm,
+                      max_triangles=max_triangles, model=str(model.resolve()) if model else None)
+    try:
+        pending, clashes, skipped = plan(keys, options)
+    except OSError as error:
+        errors.print(f"[red]error[/]: cannot use {out}: {error}", highlight=False)
+        raise typer.Exit(1)
+    counts = {"done": 0, "no face": 0, "failed": len(clashes)}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=errors, transient=True, disable=not pending)
+    with progress:
+        task = progress.add_task(f"reconstructing ({engine})", total=len(pending))
+        for records in run(pending, options, engine, workers, batch_size, address, gpus_per_worker):
+            for record in records:
+                counts[record["status"]] += 1
+            progress.advance(task, len(records))
+    typer.echo(f"done {counts['done']}, no face {counts['no face']}, failed {counts['failed']}"
+               f" (already in the index: {skipped}); index: {out.rstrip('/')}/index")
+    if problems:
+        raise typer.Exit(1)
 
 
 COMMANDS = {"reconstruct", "serve", "batch"}

@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency, but decod
 
 def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a path, bytes, file object, PIL image or array into an upright RGB uint8 array.
+    Error messages name the file (a file object's `name`, if it has one).
 
     EXIF orientation is applied; greyscale, palette, CMYK, 16-bit and alpha images become RGB
     (alpha composited on white). Raises FacevoxError with a one-line reason for anything else.
@@ -42,6 +43,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise FacevoxError(f"{path}: is a directory, not an image")
         source = path.read_bytes()
     elif hasattr(source, "read"):
+        name = Path(str(getattr(source, "name", "") or name)).name
         source = source.read()
     if not isinstance(source, (bytes, bytearray, memoryview)):
         raise FacevoxError(f"cannot read an image from {type(source).__name__}")

@@ -2,7 +2,8 @@
 
 Input (b, 3, 192, 192) RGB in [0, 1]. The trunk works at 1/4 resolution (48×48); the heads work at
 1/2 (96×96) with a skip from the stem; the volume logits are upsampled to the input resolution.
-Sizes are named entries of `CONFIGS` (timm-style registry): stacks and width.
+Sizes are named entries of `CONFIGS` (timm-style registry): stacks and width. Training builds and
+exports it (training/); the runtime runs the exported ONNX, or this module on a GPU (facevox.torch_volume).
 """
 
 from __future__ import annotations

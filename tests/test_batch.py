@@ -1,0 +1,262 @@
+"""facevox batch: both engines, the index, resuming, and a Ray actor killed mid-run.
+
+The Ray tests need the cluster extra (pip install -e '.[cluster]'); they are skipped without it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow", reason="facevox batch needs pyarrow: pip install -e '.[batch]'")
+
+from facevox.batch import Options, find_inputs, plan, run  # noqa: E402
+from facevox.batch.index import read_index  # noqa: E402
+from facevox.batch.store import open_store  # noqa: E402
+from photos import BAD, make_photos  # noqa: E402
+
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install -e '.[cluster]')")
+COUNT = 50
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    make_photos(folder, COUNT)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory):
+    """The local engine's run over all the photos: (options, index as {input: row})."""
+    keys, problems, root = find_inputs([str(photos)])
+    assert len(keys) == COUNT and not problems
+    options = Options(out=str(tmp_path_factory.mktemp("local")), root=root)
+    pending, clashes, skipped = plan(keys, options)
+    assert (len(pending), clashes, skipped) == (COUNT, [], 0)
+    processed = [r["input"] for records in run(pending, options, "local", workers=2) for r in records]
+    assert sorted(processed) == sorted(keys)
+    return options, rows(options.out)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def rows(out: str) -> dict[str, dict]:
+    """The index as {input: row}, asserting that no input appears twice."""
+    table = read_index(open_store(out)).to_pylist()
+    inputs = [r["input"] for r in table]
+    assert len(inputs) == len(set(inputs)), "an input is in the index more than once"
+    return {r["input"]: r for r in table}
+
+
+def assert_same_results(got: dict, want: dict, out: str) -> None:
+    """Same inputs, statuses, reasons and files; landmarks within 0.05 px; files present and whole."""
+    assert sorted(got) == sorted(want)
+    for key, row in want.items():
+        other = got[key]
+        assert (other["status"], other["reason"], other["outputs"], other["faces"]) == (row["status"], row["reason"], row["outputs"], row["faces"]), key
+        if row["faces"]:
+            assert np.allclose(np.array(other["landmarks_3d"]), np.array(row["landmarks_3d"]), atol=0.05), key
+        for name in other["outputs"]:
+            data = (Path(out) / name).read_bytes()
+            assert data[:4] == b"glTF" if name.endswith(".glb") else json.loads(data)["landmarks_3d"], name
+
+
+def wait_for_parts(out: str, count: int = 1, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list((Path(out) / "index").glob("part-*.parquet"))) < count:
+        assert time.monotonic() < deadline, "no index part appeared"
+        time.sleep(0.05)
+
+
+def test_local_engine_index_and_files(reference, photos):
+    options, index = reference
+    statuses = {Path(k).relative_to(photos).as_posix(): r["status"] for k, r in index.items()}
+    assert {name: statuses[name] for name in BAD} == BAD
+    assert all(status == "done" for name, status in statuses.items() if name not in BAD)
+    reasons = {Path(k).name: r["reason"] for k, r in index.items() if r["status"] != "done"}
+    assert reasons == {"empty.jpg": "empty.jpg: empty file", "grey.jpg": "no face found in the photo",
+                       "text.jpg": "text.jpg: not an image (or a format facevox cannot read)",
+                       "truncated.jpg": reasons["truncated.jpg"]}
+    assert reasons["truncated.jpg"].startswith("truncated.jpg: damaged or truncated image")
+    both = index[str(photos / "good/both.jpg")]
+    assert both["faces"] == 2 and both["outputs"] == ["good/both.glb", "good/both.json", "good/both_face2.glb", "good/both_face2.json"]
+    more = index[str(photos / "good/more/astronaut_0002.jpg")]  # the input tree is mirrored below OUT
+    assert more["outputs"] == ["good/more/astronaut_0002.glb", "good/more/astronaut_0002.json"]
+    for row in index.values():
+        if row["status"] == "done":
+            assert row["time_network"] > 0 and row["seconds"] >= row["time_network"] and len(row["landmarks_3d"][0]) == 68
+            saved = json.loads((Path(options.out) / row["outputs"][1]).read_bytes())
+            assert np.allclose(saved["landmarks_3d"], row["landmarks_3d"][0], atol=0.006)
+            assert [saved["pose"][k] for k in ("yaw", "pitch", "roll")] == pytest.approx([row[k][0] for k in ("yaw", "pitch", "roll")], abs=0.006)
+    assert_same_results(index, index, options.out)
+
+
+def test_rerun_skips_everything(reference):
+    options, index = reference
+    parts = sorted((Path(options.out) / "index").iterdir())
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    pending, clashes, skipped = plan(list(index), options)
+    assert (pending, clashes, skipped) == ([], [], COUNT)
+    assert list(run(pending, options, "local")) == []
+    assert [p.stat().st_mtime_ns for p in sorted((Path(options.out) / "index").iterdir())] == stamps
+
+
+def subset(reference, photos) -> tuple[list[str], dict]:
+    """The 19 inputs in bad/ and good/more/ (folders to name on a command line), and their reference rows."""
+    folders = [str(photos / "bad"), str(photos / "good" / "more")]
+    want = {k: r for k, r in reference[1].items() if Path(k).parent in (photos / "bad", photos / "good" / "more")}
+    assert len(want) == 19
+    return folders, want
+
+
+def test_local_interrupted_run_resumes_only_what_is_left(reference, photos, tmp_path):
+    """The CLI killed (with its workers) mid-run; the rerun processes exactly the inputs not in the index."""
+    folders, want = subset(reference, photos)
+    out = str(tmp_path / "out")
+    command = [sys.executable, "-m", "facevox.cli", "batch", *folders, "-o", out, "--workers", "2", "--batch-size", "4"]
+    job = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_parts(out, 2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    before = rows(out)
+    assert 0 < len(before) < len(want), "the run was not interrupted mid-way"
+    keys, _, root = find_inputs(folders)
+    options = Options(out=out, root=root)
+    pending, _, skipped = plan(keys, options)
+    assert sorted(pending) == sorted(set(keys) - set(before)) and skipped == len(before)
+    redone = [r["input"] for records in run(pending, options, "local", workers=2) for r in records]
+    assert sorted(redone) == sorted(pending)
+    assert_same_results(rows(out), want, out)
+
+
+def test_output_url_and_cli(photos, tmp_path):
+    """OUT as a file:// URL, through the CLI; a missing input is reported (exit 1), the rest processed."""
+    from typer.testing import CliRunner
+
+    from facevox.cli import app
+
+    out = tmp_path / "out"
+    inputs = [str(photos / "good" / "hopper_0001.jpg"), str(photos / "bad" / "*.jpg"), str(tmp_path / "missing.jpg")]
+    result = CliRunner().invoke(app, ["batch", *inputs, "-o", out.as_uri(), "--format", "ply,json", "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    assert "done 1, no face 1, failed 3 (already in the index: 0)" in result.output
+    index = rows(out.as_uri())
+    assert len(index) == 5 and index[str(photos / "good/hopper_0001.jpg")]["outputs"] == ["good/hopper_0001.ply", "good/hopper_0001.json"]
+    assert (out / "good" / "hopper_0001.ply").read_bytes().startswith(b"ply")
+
+
+def test_fsspec_store_round_trip():
+    """A scheme pyarrow lacks goes through fsspec (its in-memory filesystem here: one process only)."""
+    pytest.importorskip("fsspec")
+    from facevox.batch.index import new_record, recorded_inputs, write_part
+    from facevox.batch.store import write_bytes
+
+    store = open_store("memory://facevox-test/out")
+    assert not store.local and recorded_inputs(store) == set()
+    write_bytes(store, "a/b.json", b"{}")
+    write_part(store, [new_record("/x/1.jpg"), new_record("/x/2.jpg", "failed", "why")])
+    write_part(store, [new_record("/x/1.jpg"), new_record("/x/2.jpg", "failed", "why")])  # the same step redone
+    assert recorded_inputs(store) == {"/x/1.jpg", "/x/2.jpg"} and read_index(store).num_rows == 2
+    with store.fs.open_input_stream(store.path("a/b.json")) as stream:
+        assert stream.read() == b"{}"
+
+
+def test_output_name_clash_is_recorded(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("face.jpg", "face.png"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    keys, _, root = find_inputs([str(tmp_path / "in")])
+    pending, clashes, _ = plan(keys, Options(out=str(tmp_path / "out"), root=root))
+    assert pending == [str(tmp_path / "in" / "face.jpg")]
+    assert [(r["input"], r["status"]) for r in clashes] == [(str(tmp_path / "in" / "face.png"), "failed")]
+    assert set(rows(str(tmp_path / "out"))) == {str(tmp_path / "in" / "face.png")}
+
+
+def test_import_facevox_does_not_import_ray():
+    code = "import sys, facevox, facevox.cli, facevox.batch; sys.exit('ray' in sys.modules or 'torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@needs_ray
+def test_ray_engine_with_an_actor_killed_matches_local(reference, ray_cluster, photos, tmp_path):
+    """ray.kill of one actor mid-run: Ray restarts it and redoes its batch; every input ends in the index
+    exactly once, with the local engine's results."""
+    options, want = reference
+    options = Options(out=str(tmp_path / "out"), root=options.root)
+    killed = []
+
+    def kill_one_actor():  # once both actors have written a part, so that a new process must finish the job
+        while len({r["worker"] for r in read_index(open_store(options.out), ["worker"]).to_pylist()}) < 2:
+            time.sleep(0.05)
+        actors = [h for h in gc.get_objects() if isinstance(h, ray.actor.ActorHandle) and "MapWorker" in repr(h)]
+        ray.kill(actors[0], no_restart=False)
+        killed.append(actors[0])
+
+    killer = threading.Thread(target=kill_one_actor, daemon=True)
+    killer.start()
+    pending, _, _ = plan(list(want), options)
+    processed = [r["input"] for records in run(pending, options, "ray", workers=2, batch_size=4) for r in records]
+    killer.join(1)
+    assert killed, "no actor was killed"
+    assert sorted(processed) == sorted(want)
+    got = rows(options.out)
+    assert len({r["worker"] for r in got.values() if r["worker"]}) >= 3, "the killed actor was not replaced mid-run"
+    assert_same_results(got, want, options.out)
+
+
+@needs_ray
+def test_ray_interrupted_run_resumes_only_what_is_left(reference, ray_cluster, photos, tmp_path):
+    folders, want = subset(reference, photos)
+    keys, _, root = find_inputs(folders)
+    assert root == reference[0].root
+    options = Options(out=str(tmp_path / "out"), root=root)
+    steps = run(plan(keys, options)[0], options, "ray", workers=2, batch_size=4)
+    next(steps)
+    steps.close()  # the driver stops: Ray Data shuts its actors down
+    before = {}
+    while before != (before := rows(options.out)):  # until no stopping actor adds a part any more
+        time.sleep(2)
+    assert 0 < len(before) < len(want), "the run was not interrupted mid-way"
+    pending, _, skipped = plan(keys, options)
+    assert sorted(pending) == sorted(set(keys) - set(before)) and skipped == len(before)
+    redone = [r["input"] for records in run(pending, options, "ray", workers=2, batch_size=4) for r in records]
+    assert sorted(redone) == sorted(pending)
+    assert_same_results(rows(options.out), want, options.out)
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=needs_ray)])
+def test_input_gone_before_it_is_read_is_recorded(engine, request, photos, tmp_path):
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "in" / name).write_bytes((photos / "bad" / "grey.jpg").read_bytes())
+    keys, _, root = find_inputs([str(tmp_path / "in")])
+    (tmp_path / "in" / "b.jpg").unlink()
+    options = Options(out=str(tmp_path / "out"), root=root)
+    list(run(plan(keys, options)[0], options, engine, workers=1))
+    index = rows(options.out)
+    assert {Path(k).name: (r["status"], r["reason"]) for k, r in index.items()} == {
+        "a.jpg": ("no face", "no face found in the photo"), "b.jpg": ("failed", f"{tmp_path / 'in' / 'b.jpg'}: no such file")}
