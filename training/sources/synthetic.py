@@ -274,8 +274,13 @@ def to_crop(turned: torch.Tensor, landmarks: torch.Tensor, g: torch.Generator, s
     """Turned vertices (b, n, 3) (x right, y down, depth away; any units) → crop pixels (x, y, k) by the
     crop rule applied to the landmarks' box, with detector-like jitter of the box scale and centre;
     depth keeps the x/y scale, centred on volume_depth / 2."""
-    b, dev = turned.shape[0], turned.device
-    marks = turned[:, landmarks]
+    centre, scale = crop_transform(turned[:, landmarks], g, size, jitter)
+    return apply_crop(turned, centre, scale, size, volume_depth)
+
+
+def crop_transform(marks: torch.Tensor, g: torch.Generator, size: int, jitter: bool = True):
+    """The crop rule on landmarks (b, 68, ≥2) with jitter: (centre (b, 2), scale (b,) crop pixels per unit)."""
+    b, dev = marks.shape[0], marks.device
     low, high = marks[..., :2].amin(1), marks[..., :2].amax(1)
     randn = lambda *shape: torch.randn(*shape, generator=g, device=dev) * (1.0 if jitter else 0.0)
     extent = (high - low).amax(-1) * torch.exp(randn(b) * 0.08)
@@ -283,9 +288,12 @@ def to_crop(turned: torch.Tensor, landmarks: torch.Tensor, g: torch.Generator, s
     centre[:, 1] += CROP_SHIFT_Y * (high - low)[:, 1]
     side = CROP_SCALE * extent
     centre = centre + randn(b, 2) * 0.04 * side[:, None]
-    scale = (size / side)[:, None]
-    xy = (turned[..., :2] - centre[:, None]) * scale[..., None] + (size - 1) / 2
-    depth = (turned[..., 2] - turned[..., 2].mean(1, keepdim=True)) * scale + volume_depth / 2
+    return centre, size / side
+
+
+def apply_crop(turned: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor, size: int, volume_depth: int) -> torch.Tensor:
+    xy = (turned[..., :2] - centre[:, None]) * scale[:, None, None] + (size - 1) / 2
+    depth = (turned[..., 2] - turned[..., 2].mean(1, keepdim=True)) * scale[:, None] + volume_depth / 2
     return torch.cat([xy, depth[..., None]], -1)
 
 
