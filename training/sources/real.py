@@ -67,6 +67,12 @@ def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return image * known + up * (1 - known)
 
 
+def texture_weights(own: torch.Tensor, mirror: torch.Tensor):
+    """Blend weights of a surface point's own photo colour and its mirror point's, from how squarely the
+    photo sees each (0–1): grazing views (< 0.25) count for nothing, the own side is preferred."""
+    return (own - 0.25).clamp_min(0) ** 2, 0.5 * (mirror - 0.25).clamp_min(0) ** 2
+
+
 class RealFaces:
     """Samples from labelled real photos: the photos themselves and profiled views of them."""
 
@@ -104,6 +110,7 @@ class RealFaces:
         self.poses = tensor(np.stack(poses))  # (N, 3) yaw, pitch, roll
         self.zooms = tensor(np.array(zooms))
         self.quality = torch.cat([self._visibility(self.placed[i : i + 64]) for i in range(0, self.count, 64)])
+        self.skin = self._skin()
         self.jpeg_pool = ThreadPoolExecutor(8)
 
     @classmethod
@@ -155,12 +162,19 @@ class RealFaces:
             index = torch.arange(start, min(start + 64, self.count), device=self.device)
             own = self._sample_source(index, self.placed[index, :, :2]).permute(0, 2, 1)
             q = self.quality[index]
-            qm = q[:, self.mirror]
-            w_own, w_mir = q**2 + 1e-6, 0.5 * qm**2
-            colours = (own * w_own[..., None] + own[:, self.mirror] * w_mir[..., None]) / (w_own + w_mir)[..., None]
-            unseen = (q < 0.05) & (qm < 0.05)
-            seen_mean = (own * (q > 0.3)[..., None]).sum(1) / (q > 0.3).sum(1).clamp_min(1)[:, None]
-            out.append(torch.where(unseen[..., None], seen_mean[:, None], colours))
+            w_own, w_mir = (w[..., None] for w in texture_weights(q, q[:, self.mirror]))
+            skin = self.skin[index][:, None]
+            out.append((own * w_own + own[:, self.mirror] * w_mir + skin * 1e-3) / (w_own + w_mir + 1e-3))
+        return torch.cat(out)
+
+    def _skin(self) -> torch.Tensor:
+        """(N, 3) each photo's mean colour over its squarely seen face vertices (fills what nothing shows)."""
+        out = []
+        for start in range(0, self.count, 64):
+            index = torch.arange(start, min(start + 64, self.count), device=self.device)
+            own = self._sample_source(index, self.placed[index, :, :2]).permute(0, 2, 1)
+            good = (self.quality[index] > 0.5).float()[..., None]
+            out.append((own * good).sum(1) / good.sum(1).clamp_min(1))
         return torch.cat(out)
 
     def sample(self, batch_size: int, seed: int) -> Batch:
@@ -205,8 +219,9 @@ class RealFaces:
         rendered, depth, mask = splat(crop1, self.triangles, attributes, s)
         own = self._sample_source(index, rendered[:, 0:2].permute(0, 2, 3, 1))
         mirrored = self._sample_source(index, rendered[:, 2:4].permute(0, 2, 3, 1))
-        w_own, w_mir = rendered[:, 4:5].clamp_min(0) ** 2 + 1e-4, 0.5 * rendered[:, 5:6].clamp_min(0) ** 2
-        face = (own * w_own + mirrored * w_mir) / (w_own + w_mir)
+        w_own, w_mir = texture_weights(rendered[:, 4:5], rendered[:, 5:6])
+        skin = self.skin[index][..., None, None]
+        face = (own * w_own + mirrored * w_mir + skin * 1e-3) / (w_own + w_mir + 1e-3)
         face, depth, closed = close_mouth(face, depth, mask)
 
         # Background: the photo with its original face filled in from around it.
