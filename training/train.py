@@ -52,6 +52,7 @@ config = dict(
     sfm="",
     real_labels="",  # folder of SET.npz labels ('' = synthetic only, the default)
     real_photos="cache",  # folder holding one folder of photos per labelled set (real-faces/, celeb-faces/)
+    real_sets="",  # comma-separated labelled sets to use ('' = every SET.npz in real_labels)
     real_fraction=0.3,  # share of each batch drawn from the real photos
     real_original=0.3,  # share of real samples shown as photographed (the rest are profiled views)
     texture_fraction=0.3,  # share of synthetic faces wearing a real photo's skin (with --real-labels)
@@ -133,13 +134,14 @@ def main():
     held_out = SyntheticFaces(model, None, device=cfg["device"])
     held_out_real = None
     if cfg["real_labels"]:
-        real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", device=cfg["device"],
+        sets = [name for name in cfg["real_sets"].split(",") if name] or None
+        real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", sets=sets, device=cfg["device"],
                                      original_fraction=cfg["real_original"])
         textures = real.textures() if cfg["texture_fraction"] > 0 else None
         source = SyntheticFaces(model, photos, device=cfg["device"], textures=textures, texture_fraction=cfg["texture_fraction"])
         source = Mixture([source, real], [1 - cfg["real_fraction"], cfg["real_fraction"]])
         try:
-            held_out_real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", device=cfg["device"])
+            held_out_real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", sets=sets, device=cfg["device"])
         except FileNotFoundError:
             pass
         print(f"real photos: {real.count} for training, {held_out_real.count if held_out_real else 0} held out", flush=True)
