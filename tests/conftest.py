@@ -80,3 +80,12 @@ def two_faces_png(astronaut, grace_hopper) -> bytes:
     canvas[:512, :512] = astronaut
     canvas[:, 512:] = hopper
     return encode(canvas, "PNG")
+
+
+@pytest.fixture(scope="session")
+def surrey():
+    from training import sfm
+
+    if not (sfm.sfm_dir() / "sfm_shape_3448.bin").exists():
+        pytest.skip("Surrey Face Model files not found (set FACEVOX_SFM)")
+    return sfm.load()

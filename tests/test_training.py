@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training tests need the [train] extra (torch)")
-from training import sfm  # noqa: E402
-
-if not (sfm.sfm_dir() / "sfm_shape_3448.bin").exists():
-    pytest.skip(f"Surrey Face Model not found in {sfm.sfm_dir()} (set FACEVOX_SFM)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return sfm.load()
+def model(surrey):
+    return surrey
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +57,7 @@ def test_voxel_target_gives_back_the_surface(batch):
     assert np.abs(k[on_grid][near_front] - front[near_front]).max() <= 1.0
 
 
-def test_train_resume_export(tmp_path, monkeypatch):
+def test_train_resume_export(tmp_path, monkeypatch, surrey):  # surrey: skips without the model files
     import onnxruntime
 
     from training import export_onnx, train

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One training call on the GPU machine (device tool): resume runs/main, train MINUTES, send back the
 # checkpoint (in ≤ 15 MB parts) and the loss log through $OUT. Usage: bash training/device.sh MINUTES [--key value ...]
+# Real photos in the mix: carry cache/labels, cache/real-faces, cache/celeb-faces and add
+#   --real-labels cache/labels --real-photos cache --real-fraction 0.3
 set -euo pipefail
 export PYTHONPATH=src:. PYTHONUNBUFFERED=1 FACEVOX_SFM=cache/sfm
 run=runs/main

@@ -24,3 +24,17 @@ def real_faces(folder: Path, split: str) -> list[Path]:
         rows = list(csv.DictReader(f))
     want = split == "val"
     return [folder / r["file"] for r in rows if held_out(person(r["original_name"])) == want]
+
+
+def celeb_faces(folder: Path, split: str) -> list[Path]:
+    """Photos of ../shared/data/celeb-faces in the 'train' or 'val' split (about 10 %, by file: no identities)."""
+    want = split == "val"
+    return [f for f in sorted(Path(folder).glob("celeb_*.jpg")) if held_out(f.name) == want]
+
+
+SETS = {"real-faces": real_faces, "celeb-faces": celeb_faces}
+
+
+def photos(set_name: str, folder: Path, split: str) -> list[Path]:
+    """The 'train' or 'val' photos of a named set ('real-faces' or 'celeb-faces') in `folder`."""
+    return SETS[set_name](Path(folder), split)

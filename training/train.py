@@ -2,6 +2,11 @@
 
     python -m training.train --out runs/main --minutes 8.5      # starts, or resumes runs/main/ckpt.pt
     python -m training.train --init-onnx src/facevox/models/vrn-hg2-w192.onnx ...   # from shipped weights
+    python -m training.train ... --real-labels cache/labels --real-photos cache --real-fraction 0.3
+
+With --real-labels (training/label_real.py's output; photos in REAL_PHOTOS/SET/), each batch mixes
+synthetic faces with real photos and their profiled views (training/sources/real.py) in the given
+share, and a texture_fraction of the synthetic faces wear skin sampled from those photos.
 
 Each call trains until --minutes have passed (the device tool allows ≤ 10 minutes a command), then
 saves the checkpoint; the next call resumes it. The loss log is appended to OUT/log.jsonl.
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 from facevox.net import CONFIGS, VolumeNet
 from facevox.torch_volume import from_onnx
 from training import sfm
+from training.sources.real import Mixture, RealFaces
 from training.sources.synthetic import SyntheticFaces, load_photos
 from training.splits import real_faces
 from training.voxels import occupancy
@@ -46,6 +52,12 @@ config = dict(
     init_onnx="",
     photos="",  # folder of real-faces photos for background clutter ('' = procedural only)
     sfm="",
+    real_labels="",  # folder of SET.npz labels ('' = synthetic only, the default)
+    real_photos="cache",  # folder holding one folder of photos per labelled set (real-faces/, celeb-faces/)
+    real_sets="",  # comma-separated labelled sets to use ('' = every SET.npz in real_labels)
+    real_fraction=0.3,  # share of each batch drawn from the real photos
+    real_original=0.3,  # share of real samples shown as photographed (the rest are profiled views)
+    texture_fraction=0.3,  # share of synthetic faces wearing a real photo's skin (with --real-labels)
     device="cuda" if torch.cuda.is_available() else "cpu",
 )
 HELD_OUT_SEED = 10**9
@@ -109,6 +121,19 @@ def main():
     photos = load_photos(real_faces(Path(cfg["photos"]), "train")) if cfg["photos"] else None
     source = SyntheticFaces(model, photos, device=cfg["device"])
     held_out = SyntheticFaces(model, None, device=cfg["device"])
+    held_out_real = None
+    if cfg["real_labels"]:
+        sets = [name for name in cfg["real_sets"].split(",") if name] or None
+        real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", sets=sets, device=cfg["device"],
+                                     original_fraction=cfg["real_original"])
+        textures = real.textures() if cfg["texture_fraction"] > 0 else None
+        source = SyntheticFaces(model, photos, device=cfg["device"], textures=textures, texture_fraction=cfg["texture_fraction"])
+        source = Mixture([source, real], [1 - cfg["real_fraction"], cfg["real_fraction"]])
+        try:
+            held_out_real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", sets=sets, device=cfg["device"])
+        except FileNotFoundError:
+            pass
+        print(f"real photos: {real.count} for training, {held_out_real.count if held_out_real else 0} held out", flush=True)
 
     torch.manual_seed(cfg["seed"])
     net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
@@ -154,6 +179,8 @@ def main():
             last = time.time()
             if step % cfg["eval_every"] == 0:
                 record.update(evaluate(net, held_out))
+                if held_out_real is not None:
+                    record["real_iou"] = evaluate(net, held_out_real)["iou"]
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -80,7 +80,10 @@ class SyntheticFaces:
     """Renders random Surrey-model faces into training crops on any torch device."""
 
     def __init__(self, model: SurreyModel, photos: np.ndarray | None = None, device="cpu",
-                 size: int = 192, volume_depth: int = 200, max_yaw: float = 90.0):
+                 size: int = 192, volume_depth: int = 200, max_yaw: float = 90.0,
+                 textures: np.ndarray | torch.Tensor | None = None, texture_fraction: float = 0.3):
+        """textures: optional (t, n, 3) per-vertex colours in [0, 1] sampled from real photos (see
+        training.sources.real.RealFaces.textures); a `texture_fraction` of faces then wear one as albedo."""
         self.device, self.size, self.volume_depth, self.max_yaw = torch.device(device), size, volume_depth, max_yaw
         as_tensor = lambda a, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
         self.mean = as_tensor(model.mean)
@@ -93,6 +96,8 @@ class SyntheticFaces:
         photos = photos if photos is not None else np.zeros((0, 1, 1, 3), np.uint8)
         self.photos = as_tensor(photos, torch.uint8).permute(0, 3, 1, 2)
         self.jpeg_pool = ThreadPoolExecutor(8)
+        self.textures = None if textures is None or len(textures) == 0 else as_tensor(textures)
+        self.texture_fraction = texture_fraction
 
     def _smooth_fields(self, mean: np.ndarray) -> torch.Tensor:
         """(n, 16) low-frequency functions over the face, for blotchy skin albedo."""
@@ -113,30 +118,22 @@ class SyntheticFaces:
         vertices = self.mean + torch.einsum("nck,bk->bnc", self.shape_basis, identity)
         vertices = vertices + torch.einsum("nce,be->bnc", self.expression_basis, expression * 1.2)
 
-        # Pose, then orthographic projection into the crop by the crop rule, with detector-like jitter.
         yaw = (rand(b) * 2 - 1) * self.max_yaw
         pitch = (rand(b) * 2 - 1) * 35
         roll = (rand(b) * 2 - 1) * 30
-        turned = vertices @ rotation_matrices(yaw, pitch, roll).transpose(1, 2)
-        flip = torch.tensor([1.0, -1.0, -1.0], device=dev)  # model frame → x right, y down, depth away
-        turned = turned * flip
-        marks = turned[:, self.landmarks]
-        low, high = marks[..., :2].amin(1), marks[..., :2].amax(1)
-        extent = (high - low).amax(-1) * torch.exp(randn(b) * 0.08)
-        centre = (low + high) / 2
-        centre[:, 1] += CROP_SHIFT_Y * (high - low)[:, 1]
-        side = CROP_SCALE * extent
-        centre = centre + randn(b, 2) * 0.04 * side[:, None]
-        scale = (s / side)[:, None]
-        xy = (turned[..., :2] - centre[:, None]) * scale[..., None] + (s - 1) / 2
-        depth = (turned[..., 2] - turned[..., 2].mean(1, keepdim=True)) * scale + self.volume_depth / 2
-        crop_vertices = torch.cat([xy, depth[..., None]], -1)
+        return self.render(vertices, yaw, pitch, roll, g, seed)
 
+    def render(self, vertices, yaw, pitch, roll, g, seed: int = 0, degrade: bool = True) -> Batch:
+        """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops, shaded and composed."""
+        turned = vertices @ rotation_matrices(yaw, pitch, roll).transpose(1, 2)
+        turned = turned * torch.tensor([1.0, -1.0, -1.0], device=self.device)  # model frame → x right, y down, depth away
+        crop_vertices = to_crop(turned, self.landmarks, g, self.size, self.volume_depth)
         colours = self._shade(vertices, crop_vertices, g)
-        image, zbuffer, mask = splat(crop_vertices, self.triangles, colours, s)
+        image, zbuffer, mask = splat(crop_vertices, self.triangles, colours, self.size)
         image, zbuffer, mask = close_mouth(image, zbuffer, mask)
         image = self._compose(image, mask, crop_vertices[:, self.landmarks], g)
-        image = self._degrade(image, g, seed)
+        if degrade:
+            image = self._degrade(image, g, seed)
         return Batch(
             image=image, depth=zbuffer, mask=mask, landmarks=crop_vertices[:, self.landmarks],
             pose=torch.stack([yaw, pitch, roll], -1), vertices=crop_vertices,
@@ -159,6 +156,11 @@ class SyntheticFaces:
         lip_w = w[..., 3:4] * (0.5 + 0.5 * rand(b, 1, 1))
         albedo = albedo * (1 - lip_w) + lip_colour * lip_w
         albedo = albedo * (1 - 0.7 * w[..., 4:5]) * (1 - 0.5 * w[..., 5:6])
+        if self.textures is not None:  # real skin: per-vertex colours from a fitted photo
+            use = rand(b, 1, 1) < self.texture_fraction
+            pick = torch.randint(len(self.textures), (b,), generator=g, device=dev)
+            texture = self.textures[pick] * (0.85 + 0.3 * rand(b, 1, 1))
+            albedo = torch.where(use, texture, albedo)
 
         normals = vertex_normals(crop_vertices, self.triangles)  # faces the camera: negative z
         light = torch.nn.functional.normalize(
@@ -235,32 +237,64 @@ class SyntheticFaces:
         return image
 
     def _degrade(self, image, g, seed) -> torch.Tensor:
-        """Camera and compression effects: colour, blur, resolution, noise, JPEG."""
-        b, s, dev = image.shape[0], self.size, self.device
-        rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
-        image = image.clamp(0, 1) ** (0.7 + 0.6 * rand(b, 1, 1, 1))
-        image = (image - 0.5) * (0.7 + 0.6 * rand(b, 1, 1, 1)) + 0.5 + (rand(b, 1, 1, 1) - 0.5) * 0.3
-        grey = image.mean(1, keepdim=True)
-        saturation = torch.where(rand(b, 1, 1, 1) < 0.1, torch.zeros(b, 1, 1, 1, device=dev), 0.6 + 0.7 * rand(b, 1, 1, 1))
-        image = grey + (image - grey) * saturation
-        low = F.interpolate(F.interpolate(image, scale_factor=0.4, mode="area"), size=(s, s), mode="bilinear")
-        blurred = F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, 1)
-        pick = rand(b, 1, 1, 1)
-        image = torch.where(pick < 0.2, low, torch.where(pick < 0.5, blurred, image))
-        image = image + randn_like(image, g) * (rand(b, 1, 1, 1) * 0.04)
-        image = image.clamp(0, 1)
-        quality = (rand(b) * 65 + 30).tolist()
-        use_jpeg = (rand(b) < 0.5).tolist()
-        pixels = (image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        return degrade(image, g, self.jpeg_pool)
 
-        def compress(i):
-            if not use_jpeg[i]:
-                return pixels[i]
-            ok, data = cv2.imencode(".jpg", pixels[i], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
-            return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
-        out = np.stack(list(self.jpeg_pool.map(compress, range(b))))
-        return torch.from_numpy(out).to(dev).permute(0, 3, 1, 2).float() / 255
+def degrade(image: torch.Tensor, g: torch.Generator, pool: ThreadPoolExecutor) -> torch.Tensor:
+    """Camera and compression effects on (b, 3, s, s) images: colour, blur, resolution, noise, JPEG."""
+    b, s, dev = image.shape[0], image.shape[-1], image.device
+    rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+    image = image.clamp(0, 1) ** (0.7 + 0.6 * rand(b, 1, 1, 1))
+    image = (image - 0.5) * (0.7 + 0.6 * rand(b, 1, 1, 1)) + 0.5 + (rand(b, 1, 1, 1) - 0.5) * 0.3
+    grey = image.mean(1, keepdim=True)
+    saturation = torch.where(rand(b, 1, 1, 1) < 0.1, torch.zeros(b, 1, 1, 1, device=dev), 0.6 + 0.7 * rand(b, 1, 1, 1))
+    image = grey + (image - grey) * saturation
+    low = F.interpolate(F.interpolate(image, scale_factor=0.4, mode="area"), size=(s, s), mode="bilinear")
+    blurred = F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    pick = rand(b, 1, 1, 1)
+    image = torch.where(pick < 0.2, low, torch.where(pick < 0.5, blurred, image))
+    image = image + randn_like(image, g) * (rand(b, 1, 1, 1) * 0.04)
+    image = image.clamp(0, 1)
+    quality = (rand(b) * 65 + 30).tolist()
+    use_jpeg = (rand(b) < 0.5).tolist()
+    pixels = (image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+    def compress(i):
+        if not use_jpeg[i]:
+            return pixels[i]
+        ok, data = cv2.imencode(".jpg", pixels[i], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+    out = np.stack(list(pool.map(compress, range(b))))
+    return torch.from_numpy(out).to(dev).permute(0, 3, 1, 2).float() / 255
+
+
+def to_crop(turned: torch.Tensor, landmarks: torch.Tensor, g: torch.Generator, size: int, volume_depth: int,
+            jitter: bool = True) -> torch.Tensor:
+    """Turned vertices (b, n, 3) (x right, y down, depth away; any units) → crop pixels (x, y, k) by the
+    crop rule applied to the landmarks' box, with detector-like jitter of the box scale and centre;
+    depth keeps the x/y scale, centred on volume_depth / 2."""
+    centre, scale = crop_transform(turned[:, landmarks], g, size, jitter)
+    return apply_crop(turned, centre, scale, size, volume_depth)
+
+
+def crop_transform(marks: torch.Tensor, g: torch.Generator, size: int, jitter: bool = True):
+    """The crop rule on landmarks (b, 68, ≥2) with jitter: (centre (b, 2), scale (b,) crop pixels per unit)."""
+    b, dev = marks.shape[0], marks.device
+    low, high = marks[..., :2].amin(1), marks[..., :2].amax(1)
+    randn = lambda *shape: torch.randn(*shape, generator=g, device=dev) * (1.0 if jitter else 0.0)
+    extent = (high - low).amax(-1) * torch.exp(randn(b) * 0.08)
+    centre = (low + high) / 2
+    centre[:, 1] += CROP_SHIFT_Y * (high - low)[:, 1]
+    side = CROP_SCALE * extent
+    centre = centre + randn(b, 2) * 0.04 * side[:, None]
+    return centre, size / side
+
+
+def apply_crop(turned: torch.Tensor, centre: torch.Tensor, scale: torch.Tensor, size: int, volume_depth: int) -> torch.Tensor:
+    xy = (turned[..., :2] - centre[:, None]) * scale[:, None, None] + (size - 1) / 2
+    depth = (turned[..., 2] - turned[..., 2].mean(1, keepdim=True)) * scale[:, None] + volume_depth / 2
+    return torch.cat([xy, depth[..., None]], -1)
 
 
 def close_mouth(image, depth, mask, width: int = 9):

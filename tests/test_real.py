@@ -1,0 +1,143 @@
+"""Real-photo labels, profiled views, real textures and the mixed training loop, on package photos only."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+
+def package_photos() -> dict[str, np.ndarray]:
+    import matplotlib.cbook
+    import matplotlib.image
+    import skimage.data
+
+    hopper = matplotlib.image.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return {"astronaut.png": skimage.data.astronaut(), "grace_hopper.png": np.ascontiguousarray(hopper[..., :3])}
+
+
+@pytest.fixture(scope="module")
+def labelled(surrey):
+    from training.label_real import FIELDS, Labeller
+
+    labeller = Labeller(surrey)
+    photos = package_photos()
+    results = [labeller(image, pad=0.1) for image in photos.values()]
+    labeller.mesh_points.close()
+    assert all("reason" not in r for r in results), results
+    labels = {k: np.stack([np.asarray(r[k], dtype=np.float32) for r in results]) for k in FIELDS}
+    return list(photos), list(photos.values()), labels, results
+
+
+def test_labels_fit_the_package_photos(labelled):
+    _, images, labels, _ = labelled
+    assert np.all(labels["relative_error"] < 0.03)
+    assert np.all(np.abs(labels["pose"][:, 0]) < 30)  # both look roughly at the camera
+    assert labels["identity"].shape == (2, 63) and labels["rotation"].shape == (2, 3, 3)
+
+
+def test_label_projects_into_the_detected_box(surrey, labelled):
+    from facevox.faces import box_iou
+    from training.fit import project
+
+    _, _, labels, _ = labelled
+    for i in range(2):
+        shape = surrey.shape(labels["identity"][i].astype(float), labels["expression"][i].astype(float))
+        marks = project(shape, labels["rotation"][i].astype(float), float(labels["scale"][i]), labels["translation"][i].astype(float))[surrey.landmarks, :2]
+        assert box_iou(np.r_[marks.min(0), marks.max(0)], labels["box"][i]) > 0.5
+
+
+def real_source(surrey, labelled, **kwargs):
+    from training.sources.real import RealFaces
+
+    _, images, labels, _ = labelled
+    return RealFaces(surrey, images, labels, **kwargs)
+
+
+def test_profiled_views_show_the_labelled_face(surrey, labelled):
+    source = real_source(surrey, labelled, original_fraction=0.0)
+    batch = source.sample(6, seed=3)
+    assert batch.image.shape == (6, 3, 192, 192) and batch.vertices.shape == (6, len(surrey.mean), 3)
+    assert batch.pose[:, 0].abs().max() > 40  # turned well beyond the photos' own near-frontal poses
+    # The face the view shows lies where its label says: the rendered face covers the projected landmarks…
+    mask = torch.nn.functional.max_pool2d(batch.mask[:, None].float(), 5, 1, 2)[:, 0] > 0
+    xy = batch.landmarks[..., :2].round().long().clamp(0, 191)
+    covered = mask[torch.arange(6)[:, None], xy[..., 1], xy[..., 0]]
+    assert covered.float().mean() > 0.95
+    # …and MediaPipe, run on the profiled views, finds the nose tip and eye corners where the label has them.
+    from training.mediapipe_points import FaceMeshPoints
+
+    import cv2
+
+    finder = FaceMeshPoints()
+    checked = 0
+    for i in range(6):
+        image = (batch.image[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        faces = finder(cv2.resize(image, (384, 384)))
+        if not faces or abs(float(batch.pose[i, 0])) > 60:
+            continue
+        points = (faces[0][:, :2] + 0.5) / 2 - 0.5
+        marks = batch.landmarks[i, :, :2].numpy()
+        size = np.sqrt(np.prod(marks.max(0) - marks.min(0)))
+        nose = np.linalg.norm(points[4] - marks[30]) / size
+        assert nose < 0.12, (i, nose, float(batch.pose[i, 0]))
+        checked += 1
+    finder.close()
+    assert checked >= 1
+
+
+def test_unturned_views_are_the_photo(surrey, labelled):
+    source = real_source(surrey, labelled, original_fraction=1.0)
+    batch = source.sample(2, seed=0)
+    own = source.poses[:, 0].abs()
+    assert all(torch.isclose(own, y.abs(), atol=1e-3).any() for y in batch.pose[:, 0])  # the photos' own yaw (maybe mirrored)
+    assert batch.mask.float().mean() > 0.2  # the fitted face fills a good part of the crop
+    assert torch.isfinite(batch.depth[batch.mask]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_profiled_views_on_cuda(surrey, labelled):
+    batch = real_source(surrey, labelled, device="cuda").sample(4, seed=1)
+    assert batch.image.is_cuda and batch.image.shape == (4, 3, 192, 192)
+
+
+def test_real_textures_dress_synthetic_faces(surrey, labelled):
+    from training.sources.synthetic import SyntheticFaces
+
+    textures = real_source(surrey, labelled).textures()
+    assert textures.shape == (2, len(surrey.mean), 3)
+    assert 0.0 <= float(textures.min()) and float(textures.max()) <= 1.0
+    plain = SyntheticFaces(surrey).sample(2, 5)
+    dressed = SyntheticFaces(surrey, textures=textures, texture_fraction=1.0).sample(2, 5)
+    assert torch.equal(plain.mask, dressed.mask) and not torch.allclose(plain.image, dressed.image)
+
+
+def test_training_mixes_real_and_synthetic(surrey, labelled, tmp_path, monkeypatch):
+    import cv2
+
+    from training import train
+    from training.label_real import save_labels
+
+    names, images, _, results = labelled
+    (tmp_path / "package").mkdir()
+    for name, image in zip(names, images):
+        cv2.imwrite(str(tmp_path / "package" / name), image[:, :, ::-1])
+    (tmp_path / "labels").mkdir()
+    save_labels(tmp_path / "labels" / "package.npz", "package", names, ["train", "train"], results)
+    monkeypatch.setattr(sys, "argv", ["train", "--net", "vrn-hg1-w128", "--batch-size", "3", "--total-steps", "2",
+                                      "--warmup-steps", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
+                                      "--real-labels", str(tmp_path / "labels"), "--real-photos", str(tmp_path),
+                                      "--real-fraction", "0.34"])
+    train.main()
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    assert state["step"] == 2
+    assert (tmp_path / "run" / "log.jsonl").read_text().strip()
+
+
+def test_mixture_keeps_batch_size_and_order(surrey, labelled):
+    from training.sources.real import Mixture
+    from training.sources.synthetic import SyntheticFaces
+
+    mixture = Mixture([SyntheticFaces(surrey), real_source(surrey, labelled)], [0.5, 0.5])
+    batch = mixture.sample(4, seed=2)
+    assert batch.image.shape[0] == batch.vertices.shape[0] == 4
