@@ -71,8 +71,8 @@ class Reconstructor:
         output = self.model(crop_rule.crop_image(image, matrix, size))[0]
         points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
         if self.settings.refine:  # the network's landmarks give the face box exactly by the crop rule's convention
-            box = np.r_[crop_rule.apply(crop_rule.invert(matrix), points[:, :2]).min(0), crop_rule.apply(crop_rule.invert(matrix), points[:, :2]).max(0)]
-            matrix = crop_rule.crop_matrix(box, size)
+            marks = mesh.points_to_photo(points, matrix)[:, :2]
+            matrix = crop_rule.crop_matrix(np.r_[marks.min(0), marks.max(0)], size)
             output = self.model(crop_rule.crop_image(image, matrix, size))[0]
             points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
         clock.lap("network")
@@ -86,8 +86,7 @@ class Reconstructor:
         if self.settings.solid:
             extras["solid"] = mesh.to_photo(mesh.solid_mesh(output.volume, smooth_iterations=self.settings.smooth), matrix)
             clock.lap("solid")
-        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-        points_photo = np.column_stack([crop_rule.apply(crop_rule.invert(matrix), points[:, :2]), points[:, 2] / scale])
+        points_photo = mesh.points_to_photo(points, matrix)
         yaw, pitch, roll = pose.head_pose(points, self.mean_landmarks)
         return Face(
             box=np.asarray(detection.box, dtype=np.float64), score=detection.score,

@@ -102,13 +102,16 @@ def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 
     return Mesh(_smooth(vertices, triangles, smooth_iterations), triangles)
 
 
-def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
-    """Crop coordinates (x, y, k) → photo frame (x, y pixels; z = depth in photo pixels)."""
+def points_to_photo(points: np.ndarray, crop_matrix: np.ndarray) -> np.ndarray:
+    """(n, 3) crop coordinates (x, y, k) → photo frame (x, y pixels; z = depth in photo pixels)."""
     back = invert(crop_matrix)
     scale = float(np.sqrt(abs(np.linalg.det(crop_matrix[:, :2]))))  # crop pixels per photo pixel
-    xy = mesh.vertices[:, :2] @ back[:, :2].T + back[:, 2]
-    vertices = np.column_stack([xy, mesh.vertices[:, 2] / scale])
-    return Mesh(vertices, mesh.triangles, mesh.colours)
+    return np.column_stack([points[:, :2] @ back[:, :2].T + back[:, 2], points[:, 2] / scale])
+
+
+def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
+    """A mesh in crop coordinates moved to the photo frame."""
+    return Mesh(points_to_photo(mesh.vertices, crop_matrix), mesh.triangles, mesh.colours)
 
 
 def colour_from_photo(mesh: Mesh, image: np.ndarray) -> Mesh:
