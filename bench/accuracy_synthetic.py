@@ -311,7 +311,9 @@ def main(argv=None):
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     write_csv(out.with_name(out.stem + "_faces.csv"), rows)
-    print(table(summary, floor))
+    markdown = table(summary, floor)
+    out.with_suffix(".md").write_text(markdown + "\n")
+    print(markdown)
     print(f"\n{len(rows)} faces, {result['settings']['wall_time_s']} s; written {out}", file=sys.stderr)
 
 
