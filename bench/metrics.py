@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facevox.pose import fit_rotation
+
 
 # ---- volumes ----------------------------------------------------------------------------------
 
@@ -247,11 +249,8 @@ class Surface:
 
 def rigid_fit(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares rotation R (det +1) and translation t with target ≈ source @ R.T + t (Kabsch)."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    u, _, vt = np.linalg.svd((source - mu_s).T @ (target - mu_t))
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    return rotation, mu_t - mu_s @ rotation.T
+    rotation = fit_rotation(source, target)
+    return rotation, target.mean(0) - source.mean(0) @ rotation.T
 
 
 @dataclass
