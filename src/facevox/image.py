@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facevox.errors import FacevoxError
+from facevox.errors import DamagedImageError, FacevoxError, NotAnImageError, TooManyPixelsError
 
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression bombs)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
@@ -49,22 +49,32 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise FacevoxError(f"cannot read an image from {type(source).__name__}")
     if len(source) == 0:
         raise FacevoxError(f"{name}: empty file")
-    try:
-        with Image.open(io.BytesIO(source)) as image:
-            if image.width * image.height > max_pixels:
-                raise FacevoxError(
-                    f"{name}: too many pixels, {image.width}×{image.height} (the limit is {max_pixels / 1e6:g} megapixels)"
-                )
+    with open_image(bytes(source), max_pixels, name) as image:
+        try:
             image.load()
-            return _pil_to_rgb(image)
-    except FacevoxError:
-        raise
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DamagedImageError(f"{name}: damaged or truncated image ({error})") from None
+        return _pil_to_rgb(image)
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> Image.Image:
+    """Open an image's header only (nothing decoded yet), refusing what load_image would refuse:
+    NotAnImageError, TooManyPixelsError or DamagedImageError, each with a one-line reason."""
+    try:
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise FacevoxError(f"{name}: not an image (or a format facevox cannot read)") from None
+        raise NotAnImageError(f"{name}: not an image (or a format facevox cannot read)") from None
     except Image.DecompressionBombError:
-        raise FacevoxError(f"{name}: too many pixels (a decompression bomb?)") from None
+        raise TooManyPixelsError(f"{name}: too many pixels (a decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise FacevoxError(f"{name}: damaged or truncated image ({error})") from None
+        raise DamagedImageError(f"{name}: damaged or truncated image ({error})") from None
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise TooManyPixelsError(
+            f"{name}: too many pixels, {image.width}×{image.height} (the limit is {max_pixels / 1e6:g} megapixels)",
+            (image.width, image.height),
+        )
+    return image
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:

@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from facevox.errors import FacevoxError, NoFaceError
+from facevox.errors import FacevoxError, NoFaceError, NotAnImageError, TooManyPixelsError
 from facevox.web.store import Result, ResultExpired, ResultMissing, ResultStore
 
 log = logging.getLogger("facevox.web")
@@ -274,22 +274,20 @@ def _mb(n: int) -> str:
 
 def _sniff(data: bytes, max_pixels: int) -> None:
     """Is it an image, and not too many pixels? From the header only (no decoding yet)."""
-    from PIL import Image, UnidentifiedImageError
-
-    import facevox.image  # noqa: F401  (registers the HEIC opener)
+    from facevox.image import open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except UnidentifiedImageError:
+        open_image(data, max_pixels).close()
+    except NotAnImageError:
         raise ApiError(415, "not_an_image", "This file is not an image facevox can read; send a JPEG, PNG, WebP or HEIC photo.") from None
-    except Image.DecompressionBombError:
-        raise ApiError(413, "too_many_pixels", f"The photo has far too many pixels; the limit is {max_pixels / MB:g} megapixels.") from None
-    except Exception:  # a header so broken that Pillow gives up early
-        raise ApiError(400, "damaged", "The image is damaged or truncated.") from None
-    if width * height > max_pixels:
+    except TooManyPixelsError as error:
+        if error.size is None:
+            raise ApiError(413, "too_many_pixels", f"The photo has far too many pixels; the limit is {max_pixels / MB:g} megapixels.") from None
+        width, height = error.size
         raise ApiError(413, "too_many_pixels",
-                       f"The photo has too many pixels ({width}×{height}); the limit is {max_pixels / MB:g} megapixels.")
+                       f"The photo has too many pixels ({width}×{height}); the limit is {max_pixels / MB:g} megapixels.") from None
+    except Exception:  # DamagedImageError, or a header so broken that Pillow gives up otherwise
+        raise ApiError(400, "damaged", "The image is damaged or truncated.") from None
 
 
 def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Result:
