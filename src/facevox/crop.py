@@ -15,13 +15,14 @@ CROP_SCALE = 1.6  # crop side / max(face box width, height)
 CROP_SHIFT_Y = -0.1  # crop centre above the box centre, in box heights (keeps the forehead in)
 
 
-def crop_matrix(face_box, size: int = CROP_SIZE) -> np.ndarray:
-    """The 2×3 affine matrix that maps photo pixels to crop pixels for this face box."""
+def crop_matrix(face_box, size: int = CROP_SIZE, zoom: float = 1.0) -> np.ndarray:
+    """The 2×3 affine matrix that maps photo pixels to crop pixels for this face box (zoom > 1: a
+    crop that much wider around the same centre)."""
     x0, y0, x1, y1 = (float(v) for v in face_box)
     width, height = x1 - x0, y1 - y0
     if not (width > 0 and height > 0):
         raise ValueError(f"empty face box {face_box!r}")
-    side = CROP_SCALE * max(width, height)
+    side = CROP_SCALE * zoom * max(width, height)
     centre_x = 0.5 * (x0 + x1)
     centre_y = 0.5 * (y0 + y1) + CROP_SHIFT_Y * height
     scale = size / side

@@ -25,32 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.crop import CROP_SCALE, CROP_SHIFT_Y
+from facevox.crop import crop_matrix
 from training.correspondence import symmetry
 from training.fit import project
 from training.render import splat, vertex_normals
 from training.sfm import SurreyModel
 from training.sources import Batch
-from training.sources.synthetic import apply_crop, close_mouth, crop_transform, degrade
+from training.sources.synthetic import apply_crop, close_mouth, crop_transform, degrade, rotation_matrices
 
 SOURCE_ZOOM = 1.35  # the stored source crop covers this much more than the network crop
 FLIP = torch.tensor([1.0, -1.0, -1.0])
-
-
-def yaw_matrices(angle: torch.Tensor) -> torch.Tensor:
-    """Ry(angle) (b, 3, 3), degrees, as in facevox.pose.rotation_matrix."""
-    c, s = torch.cos(torch.deg2rad(angle)), torch.sin(torch.deg2rad(angle))
-    one, zero = torch.ones_like(c), torch.zeros_like(c)
-    return torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).reshape(-1, 3, 3)
-
-
-def source_crop_matrix(marks: np.ndarray, size: int) -> np.ndarray:
-    """The crop rule around (68, 2) landmarks, widened by SOURCE_ZOOM, into a size × size image."""
-    low, high = marks.min(0), marks.max(0)
-    side = CROP_SCALE * SOURCE_ZOOM * float((high - low).max())
-    centre = (low + high) / 2 + [0.0, CROP_SHIFT_Y * (high - low)[1]]
-    scale = size / side
-    return np.array([[scale, 0, (size - 1) / 2 - scale * centre[0]], [0, scale, (size - 1) / 2 - scale * centre[1]]])
 
 
 def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -93,7 +77,8 @@ class RealFaces:
             shape = model.shape(labels["identity"][i].astype(np.float64), labels["expression"][i].astype(np.float64))
             rotation = labels["rotation"][i].astype(np.float64)
             in_photo = project(shape, rotation, float(labels["scale"][i]), labels["translation"][i].astype(np.float64))
-            matrix = source_crop_matrix(in_photo[model.landmarks, :2], source_size)
+            marks = in_photo[model.landmarks, :2]
+            matrix = crop_matrix(np.r_[marks.min(0), marks.max(0)], source_size, zoom=SOURCE_ZOOM)
             sources.append(cv2.warpAffine(image, matrix, (source_size, source_size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT))
             zoom = matrix[0, 0]
@@ -197,7 +182,7 @@ class RealFaces:
         # Turn the fitted shape about the pivot; the photo frame keeps its scale (source pixels per mm).
         shapes, placed0 = self.shapes[index], self.placed[index]
         rotation0 = self.rotations[index]
-        rotation1 = rotation0 @ yaw_matrices(delta)
+        rotation1 = rotation0 @ rotation_matrices(delta, torch.zeros_like(delta), torch.zeros_like(delta))
         zoom = self.zooms[index]
         centred = shapes - self.pivot
         placed1 = placed0 + zoom[:, None, None] * ((centred @ (rotation1 - rotation0).transpose(1, 2)) * FLIP.to(dev))
