@@ -58,6 +58,11 @@ def check(net: VolumeNet, path: Path) -> float:
     return float(max(np.abs(a - b).max() for a, b in zip(expected, got)))
 
 
+DATA_SYNTHETIC = "synthetic Surrey Face Model renders (training/sources/synthetic.py)"
+DATA_REAL = (DATA_SYNTHETIC + " mixed with real photos (real-faces, celeb-faces) carrying fitted Surrey labels, "
+             "as photographed and profiled (training/sources/real.py)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", type=Path)
@@ -68,7 +73,7 @@ def main():
     net.load_state_dict({k: v.float() for k, v in state["model"].items()})
     train_config = state.get("train_config", {})
     metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
-                "data": "synthetic Surrey Face Model renders (training/sources/synthetic.py)"}
+                "data": DATA_REAL if train_config.get("real_labels") else DATA_SYNTHETIC}
     export(net, args.output, metadata)
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
 

@@ -139,14 +139,17 @@ def main():
     net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step, checkpoint = 0, out / "ckpt.pt"
+    base_steps = 0  # steps already in the weights a run started from (--init-onnx)
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=cfg["device"], weights_only=False)
         net.load_state_dict({k: v.float() for k, v in state["model"].items()})
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
+        base_steps = state.get("base_steps", 0)
         print(f"resumed {checkpoint} at step {step}")
     elif cfg["init_onnx"]:
         from_onnx(net, cfg["init_onnx"])
+        base_steps = json.loads(Path(cfg["init_onnx"]).with_suffix(".json").read_text()).get("training_steps", 0)
         print(f"initialised from {cfg['init_onnx']}")
 
     def lr_at(s):  # warmup, constant, then a cosine decay over the last decay_steps (resumable in chunks)
@@ -186,7 +189,7 @@ def main():
             log.flush()
     state = {"model": net.state_dict(),
              "optimizer": optimizer.state_dict(), "step": step, "config": cfg["net"], "train_config": cfg,
-             "metadata": {"name": cfg["net"], "training_steps": step}}
+             "base_steps": base_steps, "metadata": {"name": cfg["net"], "training_steps": base_steps + step}}
     torch.save(state, checkpoint.with_suffix(".tmp"))
     os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
     print(f"saved {checkpoint} at step {step}")
