@@ -85,7 +85,9 @@ class SyntheticFaces:
         """textures: optional (t, n, 3) per-vertex colours in [0, 1] sampled from real photos (see
         training.sources.real.RealFaces.textures); a `texture_fraction` of faces then wear one as albedo."""
         self.device, self.size, self.volume_depth, self.max_yaw = torch.device(device), size, volume_depth, max_yaw
-        as_tensor = lambda a, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
+        def as_tensor(a, dtype=torch.float32):
+            a = a if isinstance(a, torch.Tensor) else np.ascontiguousarray(a)
+            return torch.as_tensor(a, dtype=dtype, device=self.device)
         self.mean = as_tensor(model.mean)
         self.shape_basis = as_tensor(model.shape_basis)
         self.expression_basis = as_tensor(model.expression_basis)
