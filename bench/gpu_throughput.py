@@ -2,8 +2,9 @@
 say which one bounds it.
 
 On the GPU machine (python 3.12 with torch (CUDA), numpy, onnx, onnxruntime, opencv-python-headless,
-scikit-image, scipy, pillow, pyarrow, typer, rich, and trimesh; mediapipe is optional: without it
-the Haar detector runs, and the result says which ran), from the repository root:
+scikit-image, scipy, pillow, pyarrow, typer, rich, and trimesh, e.g. `pip install --no-deps
+trimesh-*.whl`; mediapipe is optional: without it the Haar detector runs, and the result says which
+ran), from the repository root (no install of facevox needed: the script puts src/ on the path):
 
     python3 bench/gpu_throughput.py --device cuda --photos DIR [--count 4000] [--workers 16]
 

@@ -1,6 +1,6 @@
-"""Volume stage on torch (a CUDA GPU for `facevox batch --device cuda` or `--gpus-per-worker`): the network rebuilt from
-the ONNX file's own weights, with VolumeModel's interface, so `Reconstructor(network=...)` can swap it in.
-Needs torch and onnx (`pip install facevox[gpu]`)."""
+"""Volume stage on torch (a CUDA GPU for `facevox batch --device cuda` or `--gpus-per-worker`): the
+network rebuilt from the ONNX file's own weights, with VolumeModel's interface, so
+`Reconstructor(network=...)` can swap it in. Needs torch and onnx (`pip install facevox[gpu]`)."""
 
 from __future__ import annotations
 
