@@ -94,7 +94,13 @@ class NetworkServer:
                  timeout: float = 10.0):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
-        self._block = SharedMemory(create=True, size=block_size(info, slots))
+        size = block_size(info, slots)
+        if os.path.isdir("/dev/shm"):  # Linux: fail here, not with a bus error when a slot is first written
+            room = os.statvfs("/dev/shm")
+            if room.f_bavail * room.f_frsize < size:
+                raise NetworkServerError(f"shared memory for {slots} workers needs {size / 2**20:.0f} MiB, more than "
+                                         f"/dev/shm has free (fewer --workers, or Docker's --shm-size)")
+        self._block = SharedMemory(create=True, size=size)
         self.handle = ServerHandle(self._block.name, info, slots, context.Queue(), [context.Queue() for _ in range(slots)],
                                    context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout)
         status = context.Queue()
