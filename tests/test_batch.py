@@ -1,4 +1,5 @@
-"""facevox batch: both engines, the index, resuming, and a Ray actor killed mid-run.
+"""facevox batch: both engines, the index, resuming, a Ray actor killed mid-run, and the local engine's
+shared network process (--device; on the CPU here).
 
 The Ray tests need the cluster extra (pip install -e '.[cluster]'); they are skipped without it.
 """
@@ -23,7 +24,7 @@ pa = pytest.importorskip("pyarrow", reason="facevox batch needs pyarrow: pip ins
 from facevox.batch import Options, find_inputs, plan, run  # noqa: E402
 from facevox.batch.index import read_index  # noqa: E402
 from facevox.batch.store import open_store  # noqa: E402
-from photos import BAD, make_photos  # noqa: E402
+from photos import BAD, make_photos, sources  # noqa: E402
 
 try:
     import ray
@@ -149,6 +150,45 @@ def test_local_interrupted_run_resumes_only_what_is_left(reference, photos, tmp_
     redone = [r["input"] for records in run(pending, options, "local", workers=2) for r in records]
     assert sorted(redone) == sorted(pending)
     assert_same_results(rows(out), want, out)
+
+
+def test_local_engine_with_a_shared_network_process_matches(reference, photos, tmp_path):
+    """--device: the workers' networks are clients of one torch process, fed through shared memory
+    (the volume comes back as uint8): the plain local engine's index and files."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    inputs = [str(photos / "bad"), *(str(photos / "good" / name) for name in ("both.jpg", "hopper_0001.jpg"))]
+    keys, _, root = find_inputs(inputs)
+    assert root == reference[0].root
+    options = Options(out=str(tmp_path / "out"), root=root)
+    processed = [r["input"] for records in run(plan(keys, options)[0], options, "local", workers=2, batch_size=2, device="cpu")
+                 for r in records]
+    assert sorted(processed) == sorted(keys)
+    assert_same_results(rows(options.out), {k: reference[1][k] for k in keys}, options.out)
+
+
+def test_dead_network_process_stops_the_workers_quickly(reference, photos):
+    """A network process killed: the client raises within its timeout, and process_one passes that on
+    (the photo is not recorded as failed)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from facevox.batch.network_server import NetworkClient, NetworkServer, NetworkServerError
+    from facevox.batch.work import make_reconstructor, process_one
+    from facevox.torch_volume import TorchVolumeModel
+
+    options = reference[0]
+    crop = np.array(sources()[1].resize((192, 192)))[None]
+    with NetworkServer(device="cpu", slots=1, timeout=2.0) as server:
+        client = NetworkClient(server.handle)
+        got, want = client(crop)[0], TorchVolumeModel(device="cpu")(crop)[0]
+        assert np.abs(got.volume - want.volume).max() <= 0.5 / 255 + 1e-6
+        assert np.array_equal(got.heatmaps, want.heatmaps) and np.array_equal(got.landmark_depth, want.landmark_depth)
+        server.process.kill()
+        server.process.join()
+        start = time.monotonic()
+        with pytest.raises(NetworkServerError, match="has not answered"):
+            process_one(make_reconstructor(options, network=client), open_store(options.out), options, str(photos / "good/both.jpg"))
+        assert time.monotonic() - start < 5
 
 
 def test_output_url_and_cli(photos, tmp_path):

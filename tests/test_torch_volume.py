@@ -1,4 +1,4 @@
-"""The torch network (the GPU path of `facevox batch --gpus-per-worker`) against onnxruntime, on the CPU."""
+"""The torch network (the GPU paths of `facevox batch`: --device, --gpus-per-worker) against onnxruntime, on the CPU."""
 
 from __future__ import annotations
 

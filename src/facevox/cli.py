@@ -186,6 +186,7 @@ def batch_command(
     address: Optional[str] = typer.Option(None, "--address", help="Ray: 'auto' (the cluster this machine is part of) or ray://HOST:PORT; default: Ray on this machine only."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (local) or actors (ray); default: one per CPU core, or per --gpus-per-worker of each GPU."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray: run the network on a GPU with torch, this share of one per actor (e.g. 0.25)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Local: run the network with torch on this device (cuda, cuda:1) in one process that all workers share, batched (pip install facevox\\[gpu]); default: onnxruntime on each worker's CPU."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Photos per step; each step writes one index part."),
     all_faces: bool = typer.Option(True, "--all-faces/--largest-only", help="Every face in each photo, or only the largest."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
@@ -201,13 +202,16 @@ def batch_command(
     errors = Console(stderr=True, soft_wrap=True)
     try:
         from facevox.batch import ENGINES, Options, find_inputs, plan, run
+        from facevox.batch.network_server import NetworkServerError
     except ImportError as error:
         errors.print(f"[red]error[/]: facevox batch needs pyarrow ({error}): pip install 'facevox\\[batch]'", highlight=False)
         raise typer.Exit(1)
     if engine not in ENGINES:
         raise typer.BadParameter(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}", param_hint="--engine")
     if engine != "ray" and (gpus_per_worker or address):
-        raise typer.BadParameter("--address and --gpus-per-worker need --engine ray", param_hint="--engine")
+        raise typer.BadParameter("--address and --gpus-per-worker need --engine ray (one GPU here: --device cuda)", param_hint="--engine")
+    if engine == "ray" and device:
+        raise typer.BadParameter("--device is for the local engine; on Ray use --gpus-per-worker", param_hint="--device")
     wanted = parse_formats(formats)
     keys, problems, root = find_inputs(inputs)
     for problem in problems:
@@ -226,10 +230,14 @@ def batch_command(
                         console=errors, transient=True, disable=not pending)
     with progress:
         task = progress.add_task(f"reconstructing ({engine})", total=len(pending))
-        for records in run(pending, options, engine, workers, batch_size, address, gpus_per_worker):
-            for record in records:
-                counts[record["status"]] += 1
-            progress.advance(task, len(records))
+        try:
+            for records in run(pending, options, engine, workers, batch_size, address, gpus_per_worker, device):
+                for record in records:
+                    counts[record["status"]] += 1
+                progress.advance(task, len(records))
+        except NetworkServerError as error:
+            errors.print(f"[red]error[/]: {error}; a rerun continues where this stopped", highlight=False)
+            raise typer.Exit(1)
     typer.echo(f"done {counts['done']}, no face {counts['no face']}, failed {counts['failed']}"
                f" (already in the index: {skipped}); index: {out.rstrip('/')}/index")
     if problems:

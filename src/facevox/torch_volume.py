@@ -1,15 +1,12 @@
-"""Volume stage on torch (a CUDA GPU for `facevox batch --gpus-per-worker`): the network rebuilt from
-the ONNX file's own weights, with VolumeModel's interface, so `Reconstructor(network=...)` can swap it in.
-Needs torch and onnx (`pip install facevox[gpu]`)."""
+"""Volume stage on torch (a CUDA GPU for `facevox batch --device cuda` or `--gpus-per-worker`): the
+network rebuilt from the ONNX file's own weights, with VolumeModel's interface, so
+`Reconstructor(network=...)` can swap it in. Needs torch and onnx (`pip install facevox[gpu]`)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-from facevox.volume import DEFAULT_MODEL, MODELS_DIR, NetworkOutput
+from facevox.volume import NetworkOutput, model_files
 
 
 def from_onnx(net, path) -> None:
@@ -30,17 +27,15 @@ def from_onnx(net, path) -> None:
 
 
 class TorchVolumeModel:
-    """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel."""
+    """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel.
+    bf16: run it under bfloat16 autocast (outputs still float32)."""
 
-    def __init__(self, path=None, device: str = "cuda"):
+    def __init__(self, path=None, device: str = "cuda", bf16: bool = False):
         import torch
 
         from facevox.net import NetConfig, VolumeNet
 
-        self.path = Path(path) if path else MODELS_DIR / f"{DEFAULT_MODEL}.onnx"
-        if not self.path.exists():
-            raise FileNotFoundError(f"model file {self.path} not found")
-        self.info = json.loads(self.path.with_suffix(".json").read_text())
+        self.path, self.info = model_files(path)
         self.input_size = int(self.info["input_size"])
         config = NetConfig(stacks=self.info["stacks"], width=self.info["width"], volume_depth=self.info["volume_depth"],
                            landmarks=self.info["num_landmarks"], input_size=self.input_size)
@@ -48,16 +43,23 @@ class TorchVolumeModel:
         from_onnx(self.net, self.path)
         self.device = torch.device(device)
         self.net = self.net.to(self.device).eval()
+        self.bf16 = bf16
         self._torch = torch
+
+    def forward(self, crops: np.ndarray):
+        """crops: (n, s, s, 3) uint8 RGB → volume (occupancy in [0, 1]), heatmaps and landmark depths:
+        float32 tensors on the device. Call it under torch.inference_mode()."""
+        torch = self._torch
+        batch = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            volume, heatmaps, depth = self.net(batch)
+        return torch.sigmoid(volume.float()), heatmaps.float(), depth.float()
 
     def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
         """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop."""
-        torch = self._torch
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-            volume, heatmaps, depth = self.net(batch)
-            volume, heatmaps, depth = (t.float().cpu().numpy() for t in (torch.sigmoid(volume), heatmaps, depth))
+        with self._torch.inference_mode():
+            volume, heatmaps, depth = (t.cpu().numpy() for t in self.forward(crops))
         return [NetworkOutput(v, h, d) for v, h, d in zip(volume, heatmaps, depth)]

@@ -26,21 +26,25 @@ class NetworkOutput:
     landmark_depth: np.ndarray
 
 
+def model_files(path: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """The ONNX file (default: the shipped model) and its JSON of sizes."""
+    path = Path(path) if path else MODELS_DIR / f"{DEFAULT_MODEL}.onnx"
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} not found")
+    return path, json.loads(path.with_suffix(".json").read_text())
+
+
 class VolumeModel:
     """The shipped network on onnxruntime (CPU unless told otherwise). Load once, call many times."""
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, providers=None):
         import onnxruntime
 
-        path = Path(path) if path else MODELS_DIR / f"{DEFAULT_MODEL}.onnx"
-        if not path.exists():
-            raise FileNotFoundError(f"model file {path} not found")
-        self.path = path
-        self.info = json.loads(path.with_suffix(".json").read_text())
+        self.path, self.info = model_files(path)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
         self.input_size = int(self.info["input_size"])
 
     def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:

@@ -1,6 +1,7 @@
 """facevox batch: many photos in; one mesh (and JSON) per face and a Parquet index of every input out.
 
     facevox batch photos/ -o out/                                  # a process pool on this machine
+    facevox batch photos/ -o out/ --device cuda                    # ... sharing one GPU for the network
     facevox batch /mnt/photos -o s3://bucket/faces --engine ray --address auto
 
 Both engines write the same layout:
@@ -49,19 +50,23 @@ def plan(keys: list[str], options: Options) -> tuple[list[str], list[dict], int]
 
 
 def run(pending: list[str], options: Options, engine: str = "local", workers: int | None = None, batch_size: int = 8,
-        address: str | None = None, gpus_per_worker: float = 0.0) -> Iterator[list[dict]]:
-    """Process the inputs with the engine (see plan); yields their records as steps finish."""
+        address: str | None = None, gpus_per_worker: float = 0.0, device: str | None = None) -> Iterator[list[dict]]:
+    """Process the inputs with the engine (see plan); yields their records as steps finish.
+    GPUs: Ray gives each actor gpus_per_worker of one; the local engine runs the network on `device`
+    in one process that all its workers share. A NetworkServerError from that process stops the run."""
     if not pending:
         return
     if engine == "ray":
+        if device:
+            raise ValueError("--device is for the local engine; Ray's actors take --gpus-per-worker")
         from facevox.batch.ray_engine import run_ray
 
         yield from run_ray(pending, options, address, workers, gpus_per_worker, batch_size)
     elif engine == "local":
         if gpus_per_worker:
-            raise ValueError("GPU workers need --engine ray")
+            raise ValueError("--gpus-per-worker needs --engine ray (the local engine shares one GPU with --device cuda)")
         from facevox.batch.local import run_local
 
-        yield from run_local(pending, options, workers, batch_size)
+        yield from run_local(pending, options, workers, batch_size, device)
     else:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")

@@ -1,37 +1,44 @@
-"""The local engine: a process pool on this machine, each worker loading one Reconstructor once."""
+"""The local engine: a process pool on this machine, each worker loading one Reconstructor once; with a
+device (e.g. "cuda"), the workers share one network process on it (facevox.batch.network_server)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from typing import Iterator
 
+from facevox.batch.network_server import NetworkClient, NetworkServer, ServerHandle
 from facevox.batch.work import Options, make_reconstructor, process_batch
 
 _worker: dict = {}  # this worker process's reconstructor, store and options
 
 
-def _start(options: Options, threads: int) -> None:
+def _start(options: Options, threads: int, server: ServerHandle | None) -> None:
     from facevox.batch.store import open_store
 
-    _worker.update(reconstructor=make_reconstructor(options, threads), store=open_store(options.out), options=options)
+    network = NetworkClient(server) if server else None
+    _worker.update(reconstructor=make_reconstructor(options, threads, network=network), store=open_store(options.out), options=options)
 
 
 def _step(keys: list[str]) -> list[dict]:
     return process_batch(_worker["reconstructor"], _worker["store"], _worker["options"], [(key, None) for key in keys])
 
 
-def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8) -> Iterator[list[dict]]:
+def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8,
+              device: str | None = None) -> Iterator[list[dict]]:
     """Process the inputs in steps of batch_size photos; yields each step's records as it finishes.
+    device: run the network there (e.g. "cuda") in one process, batched across the workers.
     Closing the iterator early (or Ctrl-C) cancels the steps not started; finished ones stay written."""
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(keys)))
     context = multiprocessing.get_context("spawn")  # no fork after onnxruntime or MediaPipe threads start
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(options, max(1, cores // workers)))
-    try:
+    with ExitStack() as stack:
+        server = stack.enter_context(NetworkServer(options.model, device, slots=workers)).handle if device else None
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                   initargs=(options, max(1, cores // workers), server))
+        stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         steps = [pool.submit(_step, keys[i:i + batch_size]) for i in range(0, len(keys), batch_size)]
         for step in as_completed(steps):
             yield step.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
+from facevox.batch.network_server import NetworkServerError
 from facevox.errors import FacevoxError, NoFaceError
 
 
@@ -50,11 +51,11 @@ def find_inputs(inputs: list[str]) -> tuple[list[str], list[str], str]:
     return keys, problems + missing, os.path.commonpath(folders) if folders else os.getcwd()
 
 
-def make_reconstructor(options: Options, threads: int | None = None, device: str | None = None):
-    """A Reconstructor for these options: onnxruntime on the CPU, or torch on `device` (e.g. "cuda")."""
+def make_reconstructor(options: Options, threads: int | None = None, device: str | None = None, network=None):
+    """A Reconstructor for these options: onnxruntime on the CPU, torch on `device` (e.g. "cuda"), or
+    `network`, any object with VolumeModel's interface (e.g. a facevox.batch.network_server.NetworkClient)."""
     from facevox.api import Reconstructor, Settings
 
-    network = None
     if device:
         from facevox.torch_volume import TorchVolumeModel
 
@@ -78,7 +79,8 @@ def process_batch(reconstructor, store, options: Options, items) -> list[dict]:
 
 
 def process_one(reconstructor, store, options: Options, key: str, data: bytes | None = None) -> dict:
-    """One photo → its files and its index record. Never raises for a bad photo: it is recorded."""
+    """One photo → its files and its index record. Never raises for a bad photo: it is recorded.
+    A shared network process gone (NetworkServerError) is no fault of the photo: that is raised."""
     from facevox.batch.index import new_record
     from facevox.batch.store import write_bytes
     from facevox.cli import write_face_files
@@ -104,6 +106,8 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
         record.update(status="no face", reason=str(error))
     except FacevoxError as error:
         record.update(status="failed", reason=str(error))
+    except NetworkServerError:
+        raise
     except Exception as error:  # one bad photo never stops a batch
         record.update(status="failed", reason=f"{type(error).__name__}: {error}")
     record.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - start_cpu,

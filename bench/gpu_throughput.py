@@ -1,0 +1,289 @@
+"""Faces per second of `facevox batch --device cuda` on one machine (issue 7), and each stage alone, to
+say which one bounds it.
+
+On the GPU machine (python 3.12 with torch (CUDA), numpy, onnx, onnxruntime, opencv-python-headless,
+scikit-image, scipy, pillow, pyarrow, typer, rich, and trimesh, e.g. `pip install --no-deps
+trimesh-*.whl`; mediapipe is optional: without it the Haar detector runs, and the result says which
+ran), from the repository root (no install of facevox needed: the script puts src/ on the path):
+
+    python3 bench/gpu_throughput.py --device cuda --photos DIR [--count 4000] [--workers 16]
+
+DIR's photos are used as they are, repeated (through symlinks, so that each is a separate input) up
+to --count inputs. Without --photos, --count photos are made by tests/photos.py (needs matplotlib).
+On a CPU, as a smoke test: `python bench/gpu_throughput.py --device cpu --count 20 --out /tmp/gpu.json`.
+
+Measured, in this order:
+  end_to_end: the local engine with the shared network process on the device and --workers workers,
+    GLB + JSON per face: faces/s over the whole run (start-up included) and after the first step;
+    the GPU's utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
+  network: the server's batch step alone (TorchVolumeModel forward, volume to uint8, outputs copied
+    into host memory as the server does) and the forward alone, at several batch sizes, in fp32 and,
+    on CUDA, under bf16 autocast, with how far bf16's landmarks and volume are from fp32's;
+  cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
+    detect, mesh, colour, write) and measured here (crop, heatmaps → landmarks: twice per face); the
+    faces/s that the machine's cores sustain for them, from the workers' CPU time per face.
+The server batches at most one request per worker, so the network's rate at batch size = workers is
+the one that bounds the end-to-end run. Writes bench/results/gpu_throughput.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # spawned workers inherit this
+
+import numpy as np  # noqa: E402
+
+STAGES = ("decode", "detect", "network", "mesh", "colour", "write")  # the index's time_* columns
+
+
+def inputs(photos: str | None, count: int, scratch: Path) -> tuple[list[str], str]:
+    """count inputs (absolute paths) and their root: DIR's photos repeated through symlinks, or made."""
+    from facevox.batch import find_inputs
+
+    if photos is None:
+        from photos import make_photos
+
+        make_photos(scratch / "photos", count, bad=False)
+        keys, _, root = find_inputs([str(scratch / "photos")])
+        return keys, root
+    found, problems, folder = find_inputs([photos])
+    if not found:
+        raise SystemExit(f"no photos in {photos}: {problems}")
+    for n in range(count):
+        source = found[n % len(found)]
+        link = scratch / "inputs" / f"copy{n // len(found)}" / os.path.relpath(source, folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+    keys, _, root = find_inputs([str(scratch / "inputs")])
+    return keys, root
+
+
+class GpuSampler(threading.Thread):
+    """GPU utilisation (%) and memory used (MiB) from nvidia-smi every 0.5 s until stopped."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def run(self):
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-i", "0"]
+        while not self.done.wait(0.5):
+            line = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+            if line:
+                self.samples.append(tuple(float(v) for v in line.split(",")))
+
+    def summary(self) -> dict | None:
+        self.done.set()
+        self.join()
+        if not self.samples:
+            return None
+        busy, memory = np.array(self.samples).T
+        return {"samples": len(busy), "mean_percent": round(busy.mean(), 1), "median_percent": float(np.median(busy)),
+                "max_memory_mib": float(memory.max())}
+
+
+def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) -> dict:
+    """The local engine with the shared network process, timed; stage seconds per face from its index."""
+    import pyarrow.compute as pc
+
+    from facevox.batch import Options, plan, run
+    from facevox.batch.index import read_index
+    from facevox.batch.store import open_store
+
+    options = Options(out=out, root=root)
+    sampler = GpuSampler() if device.startswith("cuda") and shutil.which("nvidia-smi") else None
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    pending, _, _ = plan(keys, options)
+    if sampler:
+        sampler.start()
+    first, faces_after_first = None, 0
+    for records in run(pending, options, "local", workers=workers, device=device):
+        if first is None:
+            first = time.perf_counter()
+        else:
+            faces_after_first += sum(r["faces"] for r in records)
+    end = time.perf_counter()
+    index = read_index(open_store(out))
+    faces = pc.sum(index["faces"]).as_py()
+    done = index.filter(pc.equal(index["status"], "done"))
+    per_face = {stage: round(pc.sum(done[f"time_{stage}"]).as_py() / faces, 5) for stage in STAGES}
+    return {
+        "photos": index.num_rows, "faces": faces, "done": done.num_rows, "workers": workers,
+        "seconds": round(end - start, 2), "faces_per_second": round(faces / (end - start), 2),
+        "faces_per_second_after_first_step": round(faces_after_first / (end - first), 2) if end > first else None,
+        "worker_seconds_per_face": per_face,
+        "worker_cpu_seconds_per_face": round(pc.sum(done["cpu_seconds"]).as_py() / faces, 5),
+        "gpu_utilisation": sampler.summary() if sampler else None,
+        "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def face_crops(keys: list[str], size: int, limit: int = 32) -> tuple[np.ndarray, float]:
+    """Crops of the faces in the first photos, and the seconds one crop takes (crop rule + warp)."""
+    from facevox import crop as crop_rule
+    from facevox.errors import FacevoxError
+    from facevox.faces import default_detectors, detect_faces
+    from facevox.image import load_image
+
+    detectors, crops, seconds = default_detectors(), [], 0.0
+    for key in keys:
+        try:
+            image = load_image(key)
+        except FacevoxError:
+            continue
+        for detection in detect_faces(image, detectors):
+            start = time.perf_counter()
+            crops.append(crop_rule.crop_image(image, crop_rule.crop_matrix(detection.box, size), size))
+            seconds += time.perf_counter() - start
+        if len(crops) >= limit:
+            break
+    if not crops:
+        raise SystemExit("no face found in the first photos")
+    return np.stack(crops), seconds / len(crops)
+
+
+def timed(step, minimum: float = 1.5, least: int = 3) -> float:
+    """Seconds per call of step (after two warm-up calls), over at least `least` calls and `minimum` s."""
+    step(), step()
+    calls, start = 0, time.perf_counter()
+    while calls < least or time.perf_counter() - start < minimum:
+        step()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def network_alone(model_path, device: str, arrays: dict, pinned: bool, batch_sizes: list[int], bf16: bool) -> dict:
+    """Crops/s and faces/s (two passes per face) of the server's batch step (into `arrays`, host memory
+    laid out as the server's shared block) and of the forward alone."""
+    import torch
+
+    from facevox.batch.network_server import answer
+    from facevox.torch_volume import TorchVolumeModel
+
+    model = TorchVolumeModel(model_path, device, bf16)
+    cuda = model.device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda
+    rows = []
+    for size in batch_sizes:
+        def forward():
+            with torch.inference_mode():
+                model.forward(arrays["crops"][:size])
+            if cuda:
+                torch.cuda.synchronize()
+
+        step = timed(lambda: answer(model, arrays, list(range(size))))
+        compute = timed(forward)
+        rows.append({"batch": size, "server_step_ms": round(step * 1e3, 2), "server_step_faces_per_second": round(size / step / 2, 1),
+                     "forward_ms": round(compute * 1e3, 2), "forward_faces_per_second": round(size / compute / 2, 1)})
+    return {"precision": "bf16 autocast" if bf16 else "fp32", "pinned_host_memory": pinned, "rows": rows}
+
+
+def bf16_difference(model_path, device: str, crops: np.ndarray) -> dict:
+    """How far bf16 autocast's landmarks (crop px) and volume (IoU at 0.5) are from fp32's."""
+    from facevox import landmarks
+    from facevox.torch_volume import TorchVolumeModel
+
+    fp32, bf16 = (TorchVolumeModel(model_path, device, flag)(crops[:16]) for flag in (False, True))
+    size = int(crops.shape[1])
+    shifts, ious = [], []
+    for a, b in zip(fp32, bf16):
+        pa, pb = (landmarks.from_heatmaps(o.heatmaps, o.landmark_depth, size) for o in (a, b))
+        shifts.append(np.abs(pa[:, :2] - pb[:, :2]).max())
+        va, vb = a.volume > 0.5, b.volume > 0.5
+        ious.append((va & vb).sum() / max((va | vb).sum(), 1))
+    result = {"max_landmark_shift_px": round(float(max(shifts)), 3), "min_volume_iou": round(float(min(ious)), 4)}
+    return result | {"matches": result["max_landmark_shift_px"] <= 0.5 and result["min_volume_iou"] >= 0.99}
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    from facevox.faces import default_detectors
+
+    facts = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+             "detectors": [d.name for d in default_detectors()]}
+    if device.startswith("cuda"):
+        facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return facts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--photos", help="a folder of photos (default: made by tests/photos.py)")
+    parser.add_argument("--count", type=int, default=4000, help="inputs of the end-to-end run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--batch-sizes", help="network alone; default 1,16,64 on CUDA, 1,4 on a CPU (and --workers)")
+    parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_throughput.json")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    sizes = [int(s) for s in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]
+    sizes = sorted({*sizes, args.workers})
+
+    from facevox import landmarks
+    from facevox.batch.network_server import block_size, pin, slot_arrays
+    from facevox.volume import model_files
+
+    with tempfile.TemporaryDirectory() as scratch:
+        keys, root = inputs(args.photos, args.count, Path(scratch))
+        result = end_to_end(keys, root, f"{scratch}/out", args.device, args.workers)
+        info = model_files(args.model)[1]
+        crops, crop_seconds = face_crops(keys, int(info["input_size"]))
+    buffer = np.empty(block_size(info, max(sizes)), np.uint8)
+    pinned = cuda and pin(memoryview(buffer))
+    arrays = slot_arrays(buffer, info, max(sizes))
+    arrays["crops"][:] = crops[np.arange(max(sizes)) % len(crops)]
+    networks = [network_alone(args.model, args.device, arrays, pinned, sizes, False)]
+    size = int(info["input_size"])
+    landmark_seconds = timed(lambda: landmarks.from_heatmaps(arrays["heatmaps"][0], arrays["depth"][0], size), minimum=0.3)
+    bf16 = bf16_difference(args.model, args.device, crops) if cuda else None
+    if cuda:
+        networks.append(network_alone(args.model, args.device, arrays, pinned, sizes, True))
+
+    worker = result["worker_seconds_per_face"]
+    cpu_stages = {stage: worker[stage] for stage in ("decode", "detect", "mesh", "colour", "write")}
+    cpu_stages |= {"crop": round(2 * crop_seconds, 5), "landmarks": round(2 * landmark_seconds, 5)}
+    cores = os.cpu_count()
+    cpu_rate = cores / result["worker_cpu_seconds_per_face"]
+    usable = [n for n in networks if n["precision"] == "fp32" or (bf16 and bf16["matches"])]
+    network_rate = max(row["server_step_faces_per_second"] for n in usable for row in n["rows"] if row["batch"] == args.workers)
+    slowest_cpu = max(cpu_stages, key=cpu_stages.get)
+    report = {
+        "what": f"facevox batch --device {args.device} (local engine, one shared network process) on {len(keys)} inputs "
+                f"({'from ' + args.photos if args.photos else 'made by tests/photos.py'}), GLB + JSON per face; "
+                "then each stage alone (see bench/gpu_throughput.py)",
+        "machine": machine(args.device),
+        "end_to_end": result,
+        "network": networks,
+        "bf16_vs_fp32": bf16,
+        "cpu_stages": {"worker_seconds_per_face": cpu_stages, "worker_cpu_seconds_per_face": result["worker_cpu_seconds_per_face"],
+                       "faces_per_second_on_all_cores": round(cpu_rate, 1)},
+        "bottleneck": {
+            "network_faces_per_second_at_batch_workers": network_rate,
+            "cpu_stages_faces_per_second": round(cpu_rate, 1),
+            "stage": "network" if network_rate < cpu_rate else slowest_cpu,
+            "note": "the lesser of the two bounds the run; for the CPU side, the stage with the most seconds per face is named",
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""One network process on a GPU, shared by the local engine's CPU workers (`facevox batch --device cuda`).
+
+Each worker keeps its whole Reconstructor but the network: a `NetworkClient` (VolumeModel's interface)
+hands its crops to the `NetworkServer` process, which owns TorchVolumeModel on the device and runs the
+requests queued at that moment, up to max_batch, as one batch (it never waits for more). Data moves
+through one shared-memory block with a slot per worker: a crop in; the volume as uint8
+(round(occupancy × 255)), the heatmaps and landmark depths as float32 out. The queues carry only slot
+numbers and error messages. A server that dies, or stops its heartbeat, makes every client raise
+NetworkServerError within `timeout` seconds, and the batch stops (no photo is recorded as failed).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+from facevox.volume import NetworkOutput, model_files
+
+HEARTBEAT = 0.5  # seconds between the server's signs of life, and between the clients' checks of them
+START_TIMEOUT = 300.0  # seconds for the server to load the network (CUDA start-up included)
+
+
+class NetworkServerError(RuntimeError):
+    """The shared network process failed or is gone: the whole batch stops."""
+
+
+def _layout(info: dict) -> dict[str, tuple[tuple[int, ...], type]]:
+    s, d, n, h = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks", "heatmap_size"))
+    return {"crops": ((s, s, 3), np.uint8), "volume": ((d, s, s), np.uint8),
+            "heatmaps": ((n, h, h), np.float32), "depth": ((n, h, h), np.float32)}
+
+
+def block_size(info: dict, slots: int) -> int:
+    """Bytes of the shared block for this many slots (each array 64-byte aligned)."""
+    return sum(-(-slots * int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64 for shape, dtype in _layout(info).values())
+
+
+def slot_arrays(buffer, info: dict, slots: int) -> dict[str, np.ndarray]:
+    """The block as arrays with one row per slot: crops (s, s, 3) and volume (D, s, s) uint8,
+    heatmaps and depth (68, H, H) float32."""
+    arrays, offset = {}, 0
+    for name, (shape, dtype) in _layout(info).items():
+        arrays[name] = np.ndarray((slots, *shape), dtype, buffer, offset)
+        offset += -(-arrays[name].nbytes // 64) * 64
+    return arrays
+
+
+def pin(buffer) -> bool:
+    """Page-lock host memory for the GPU's copies into it (cudaHostRegister); False if refused, and then
+    copies go through pageable memory, slower."""
+    import torch
+
+    address = torch.frombuffer(buffer, dtype=torch.uint8).data_ptr()
+    if int(torch.cuda.cudart().cudaHostRegister(address, len(buffer), 0)) == 0:
+        return True
+    try:  # the refusal is left as CUDA's last error: a launch check reads (and clears) it here, not in the network
+        torch.ones(1, device="cuda").add_(1)
+    except RuntimeError:
+        pass
+    return False
+
+
+def answer(model, arrays: dict[str, np.ndarray], slots: list[int]) -> None:
+    """Run the crops in these slots through the network as one batch; write each one's outputs to its slot."""
+    import torch
+
+    with torch.inference_mode():
+        volume, heatmaps, depth = model.forward(arrays["crops"][slots])
+        outputs = {"volume": volume.mul_(255).round_().to(torch.uint8), "heatmaps": heatmaps, "depth": depth}
+        for i, slot in enumerate(slots):
+            for name, tensor in outputs.items():
+                torch.from_numpy(arrays[name][slot]).copy_(tensor[i])
+
+
+@dataclass
+class ServerHandle:
+    """What a worker needs to reach the server; passed to worker processes as they start."""
+
+    block: str  # the shared memory's name
+    info: dict  # the model's JSON
+    slots: int
+    requests: object  # queue of slot numbers (None: stop)
+    replies: list  # a queue per slot: None when the outputs are in the slot, else an error message
+    heartbeat: object  # shared double: time.time() of the server's last sign of life
+    claimed: object  # shared int: slots handed to clients so far
+    timeout: float
+
+
+class NetworkServer:
+    """The network process and its shared memory, for up to `slots` clients. A context manager: leaving
+    it stops the process and frees the memory. facts: the device's name and whether the block is pinned."""
+
+    def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, bf16: bool = False,
+                 timeout: float = 10.0):
+        context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
+        path, info = model_files(model)
+        size = block_size(info, slots)
+        if os.path.isdir("/dev/shm"):  # Linux: fail here, not with a bus error when a slot is first written
+            room = os.statvfs("/dev/shm")
+            if room.f_bavail * room.f_frsize < size:
+                raise NetworkServerError(f"shared memory for {slots} workers needs {size / 2**20:.0f} MiB, more than "
+                                         f"/dev/shm has free (fewer --workers, or Docker's --shm-size)")
+        self._block = SharedMemory(create=True, size=size)
+        self.handle = ServerHandle(self._block.name, info, slots, context.Queue(), [context.Queue() for _ in range(slots)],
+                                   context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout)
+        status = context.Queue()
+        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, bf16, status),
+                                       name="facevox-network", daemon=True)
+        self.process.start()
+        try:
+            self.facts = _wait_until_ready(self.process, status)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "NetworkServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the process (after the batch in hand) and free the shared memory."""
+        if self.process.is_alive():
+            self.handle.requests.put(None)
+            self.process.join(self.handle.timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        self._block.close()
+        self._block.unlink()
+
+
+def _wait_until_ready(process, status) -> dict:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            message = status.get(timeout=HEARTBEAT)
+        except queue.Empty:
+            if not process.is_alive():
+                raise NetworkServerError(f"the network process exited while starting (exit code {process.exitcode})")
+            continue
+        if isinstance(message, str):
+            raise NetworkServerError(f"the network process could not start: {message}")
+        return message
+    raise NetworkServerError(f"the network process did not start within {START_TIMEOUT:.0f} s")
+
+
+def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: bool, status) -> None:
+    """The server process: load the network, then answer batches of requests until told to stop."""
+    try:
+        import torch
+
+        from facevox.torch_volume import TorchVolumeModel
+
+        model = TorchVolumeModel(path, device, bf16)
+        block = SharedMemory(handle.block)
+        arrays = slot_arrays(block.buf, handle.info, handle.slots)
+        cuda = model.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        facts = {"device": torch.cuda.get_device_name(model.device) if cuda else str(model.device),
+                 "pinned": cuda and pin(block.buf), "max_batch": max_batch, "bf16": bf16}
+    except Exception as error:
+        status.put(f"{type(error).__name__}: {error}")
+        return
+    threading.Thread(target=_beat, args=(handle.heartbeat,), daemon=True).start()
+    status.put(facts)
+    parent = os.getppid()
+    while True:
+        try:
+            slots = [handle.requests.get(timeout=HEARTBEAT)]
+        except queue.Empty:
+            if os.getppid() != parent:  # the engine is gone
+                return
+            continue
+        while len(slots) < max_batch:
+            try:
+                slots.append(handle.requests.get_nowait())
+            except queue.Empty:
+                break
+        work = [slot for slot in slots if slot is not None]
+        try:
+            if work:
+                answer(model, arrays, work)
+            error = None
+        except Exception as failure:  # e.g. CUDA out of memory: these clients raise; the engine stops
+            error = f"{type(failure).__name__}: {failure}"
+        for slot in work:
+            handle.replies[slot].put(error)
+        if None in slots:
+            return
+
+
+def _beat(heartbeat) -> None:
+    while True:
+        heartbeat.value = time.time()
+        time.sleep(HEARTBEAT)
+
+
+class NetworkClient:
+    """VolumeModel's interface in a worker process: crops go to the server one at a time, through the
+    slot this client claims."""
+
+    def __init__(self, handle: ServerHandle):
+        with handle.claimed.get_lock():
+            self.slot = handle.claimed.value
+            handle.claimed.value += 1
+        if self.slot >= handle.slots:
+            raise NetworkServerError(f"more clients than the server's {handle.slots} slots")
+        self.handle = handle
+        self.info = handle.info
+        self.input_size = int(handle.info["input_size"])
+        self._block = SharedMemory(handle.block)
+        self._arrays = {name: array[self.slot] for name, array in slot_arrays(self._block.buf, handle.info, handle.slots).items()}
+
+    def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop (volume: the uint8 / 255)."""
+        crops = np.asarray(crops)
+        return [self._one(crop) for crop in (crops[None] if crops.ndim == 3 else crops)]
+
+    def _one(self, crop: np.ndarray) -> NetworkOutput:
+        arrays = self._arrays
+        arrays["crops"][...] = crop
+        self.handle.requests.put(self.slot)
+        while True:
+            try:
+                error = self.handle.replies[self.slot].get(timeout=HEARTBEAT)
+                break
+            except queue.Empty:
+                silent = time.time() - self.handle.heartbeat.value
+                if silent > self.handle.timeout:
+                    raise NetworkServerError(f"the network process has not answered for {silent:.0f} s (it died or hangs)") from None
+        if error:
+            raise NetworkServerError(f"the network process failed: {error}")
+        return NetworkOutput(np.divide(arrays["volume"], 255, dtype=np.float32), arrays["heatmaps"].copy(), arrays["depth"].copy())
