@@ -110,3 +110,19 @@ def test_haar_fallback_finds_the_astronaut(astronaut):
     assert len(found) >= 1
     x0, y0, x1, y1 = found[0].box
     assert 150 < (x0 + x1) / 2 < 300 and 60 < (y0 + y1) / 2 < 200
+
+
+def test_no_usable_detector_is_a_clear_error(monkeypatch):
+    import cv2
+
+    from facevox import faces
+    from facevox.errors import FacevoxError
+
+    def no_mediapipe():
+        raise ImportError("no mediapipe")
+
+    monkeypatch.setattr(faces, "MediaPipeDetector", no_mediapipe)
+    assert [d.name for d in faces.default_detectors()] == ["haar"]
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # as in OpenCV 5
+    with pytest.raises(FacevoxError, match="no face detector"):
+        faces.default_detectors()

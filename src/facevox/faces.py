@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from facevox.errors import FacevoxError
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -178,5 +180,10 @@ def default_detectors() -> list[Detector]:
         detectors.append(MediaPipeDetector())
     except ImportError:  # mediapipe has no wheel for this platform: Haar alone
         pass
-    detectors.append(HaarDetector())
+    import cv2
+
+    if hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the cascades out of its main module
+        detectors.append(HaarDetector())
+    if not detectors:
+        raise FacevoxError("no face detector: install mediapipe (>=0.10.14,<0.10.30) or opencv-python-headless<5")
     return detectors
