@@ -24,8 +24,9 @@ from facevox.volume import VolumeModel
 
 @dataclass
 class Settings:
-    """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles: decimate above this (0 = never);
-    refine: re-crop once from the network's own landmarks (steadier crops, twice the network time)."""
+    """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles:
+    decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
+    crops, twice the network time)."""
 
     smooth: int = 10
     max_triangles: int = 0
