@@ -25,7 +25,7 @@ Metrics
     nme_inner    the same over the 51 inner points (brows, eyes, nose, mouth; iBUG 18–68).
     flip         flip consistency: facevox on the photo and on its mirror image; the second mesh is
                  mirrored back (x → w − 1 − x); the symmetric mean nearest-vertex distance between the
-                 two meshes (marching-cubes vertices, under a crop pixel apart) divided by the outer
+                 two meshes (surface vertices, one per crop pixel) divided by the outer
                  interocular distance |L37 − L46| (1-based iBUG) of facevox's own 3D landmarks on the
                  photo. 0 for a perfectly mirror-consistent reconstructor; it does not need labels, so
                  it runs on every photo where both reconstructions find the face.

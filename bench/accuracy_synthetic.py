@@ -17,8 +17,8 @@ Faces
 Methods (same images)
     facevox   the shipped ONNX network (`facevox.volume.VolumeModel`) on the uint8 crop: volume,
               landmarks by `facevox.landmarks.from_heatmaps`, surface by `facevox.mesh.surface_mesh`
-              (marching cubes at 0.5, camera-facing triangles, largest piece, Taubin-smoothed), as
-              the product makes them.
+              (height field of the front depth, outline spikes limited, large pieces), as the
+              product makes them.
     peer      the classic approach (eos / 300W-LP): the Surrey model fitted to the 68 landmarks that
               facevox's own network predicts (`training.fit.fit_landmarks`, scaled orthographic,
               identity + expression with priors, landmark vertices `model.landmarks`). Its mesh is
@@ -43,20 +43,21 @@ Metrics, per face; reported per |yaw| bin and overall as mean and median over fa
                  oracle: the projections of the fitted model's landmark vertices.
     dense_error  Points: the ground-truth mesh vertices visible in the render (the pixel of the rounded
                  (x, y) is covered and the vertex depth ≤ z-buffer + 1.5 px). Surface: every method's
-                 front depth map as a height-field mesh (a vertex at each covered pixel centre, two
-                 triangles per covered 2×2 block; `bench.metrics.depth_mesh`) — facevox: the volume's
-                 first 0.5 crossing per pixel, sub-voxel (`bench.metrics.front_depth`, which returns
-                 the target depth exactly on target volumes); peer / oracle: their rendered depth
-                 map. The points are rigidly aligned to the surface by trimmed ICP (rotation +
-                 translation, no scale; from the identity; closest points on the triangles; point-to-
-                 plane with a small point-to-point term; the 90 % closest pairs drive each step;
-                 `bench.metrics.icp`), then the mean point-to-surface distance over ALL the visible
-                 points (none trimmed) is divided by the outer interocular distance |L36 − L45| of
-                 the ground-truth landmarks in 3D (0-based iBUG-68 indices). Visible points with no
+                 front depth map as a height-field mesh, nothing else done to it (a vertex at each
+                 covered pixel centre, two triangles per covered 2×2 block; `facevox.mesh.height_field`)
+                 — facevox: the volume's first 0.5 crossing per pixel, linearly interpolated
+                 (`facevox.mesh.front_depth`, within 0.09 voxel of the target depth on target
+                 volumes); peer / oracle: their rendered depth map. The points are rigidly aligned
+                 to the surface by trimmed ICP (rotation + translation, no scale; from the identity;
+                 closest points on the triangles; point-to-plane with a small point-to-point term;
+                 the 90 % closest pairs drive each step; `bench.metrics.icp`), then the mean
+                 point-to-surface distance over ALL the visible points (none trimmed) is divided by
+                 the outer interocular distance |L36 − L45| of the ground-truth landmarks in 3D
+                 (0-based iBUG-68 indices). Visible points with no
                  reconstructed surface near them count with their full distance to its edge.
     dense_error_mesh (facevox only) the same, with facevox's product mesh as the surface
-                 (`facevox.mesh.surface_mesh`: marching cubes at 0.5, camera-facing triangles only,
-                 largest piece, Taubin-smoothed), i.e. what a user gets.
+                 (`facevox.mesh.surface_mesh`: that height field with the outline's spikes limited
+                 (`facevox.mesh.limit_outline`) and small islands dropped), i.e. what a user gets.
     Also recorded, on every `--floor-every`-th face, the "pipeline floor": both dense errors computed
     on the ground truth's own occupancy volume instead of a prediction (what the measuring procedure,
     respectively the product's meshing, costs with a perfect volume).
@@ -81,7 +82,7 @@ import torch
 
 from bench import metrics
 from facevox.landmarks import from_heatmaps
-from facevox.mesh import surface_mesh
+from facevox.mesh import front_depth, height_field, surface_mesh
 from facevox.volume import VolumeModel
 from training import sfm
 from training.fit import fit_landmarks
@@ -114,6 +115,12 @@ def render_depth(vertices: np.ndarray, triangles: np.ndarray, size: int) -> tupl
     return depth.numpy(), mask.numpy()
 
 
+def depth_error(points: np.ndarray, depth: np.ndarray, mask: np.ndarray, scale: float) -> float:
+    """dense_error with a depth map's height field as the surface."""
+    surface = height_field(depth, mask)
+    return metrics.dense_error(points, surface.vertices, surface.triangles, scale)
+
+
 def score_volume(predicted: np.ndarray, depth: np.ndarray, mask: np.ndarray) -> dict:
     iou = float(metrics.shifted_ious(predicted, depth, mask, [0.0])[0])
     best, offset = metrics.best_shift_iou(predicted, depth, mask)
@@ -143,7 +150,7 @@ def evaluate_batch(batch, outputs, model, size: int, volume_depth: int, floor: l
         volume = outputs[i].volume
         result = score_volume(volume > 0.5, depth, mask)
         result["nme"] = metrics.nme(predicted_marks[i], gt_marks[i])
-        result["dense_error"] = metrics.dense_error(points, *metrics.depth_mesh(metrics.front_depth(volume)), scale)
+        result["dense_error"] = depth_error(points, *front_depth(volume), scale)
         product = surface_mesh(volume)
         result["dense_error_mesh"] = metrics.dense_error(points, product.vertices, product.triangles, scale)
         row["facevox"] = result
@@ -152,12 +159,12 @@ def evaluate_batch(batch, outputs, model, size: int, volume_depth: int, floor: l
             vertices, fdepth, fmask = fitted[j], fitted_depth[j], fitted_mask[j]
             result = score_volume(metrics.occupied(fdepth, fmask, volume_depth), depth, mask)
             result["nme"] = metrics.nme(vertices[model.landmarks], gt_marks[i])
-            result["dense_error"] = metrics.dense_error(points, *metrics.depth_mesh(fdepth), scale)
+            result["dense_error"] = depth_error(points, fdepth, np.isfinite(fdepth), scale)
             row[name] = result
 
         if floor[i]:  # the same measures on the ground truth's own volume: what the procedure itself costs
             truth = occupancy(batch.depth[i : i + 1], batch.mask[i : i + 1], volume_depth)[0].numpy()
-            row["floor_dense_error"] = metrics.dense_error(points, *metrics.depth_mesh(metrics.front_depth(truth)), scale)
+            row["floor_dense_error"] = depth_error(points, *front_depth(truth), scale)
             mesh = surface_mesh(truth)
             row["floor_dense_error_mesh"] = metrics.dense_error(points, mesh.vertices, mesh.triangles, scale)
         rows.append(row)

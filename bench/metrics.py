@@ -3,11 +3,11 @@
 * volumetric IoU of binary occupancy volumes, and the IoU after the best constant depth shift;
 * 68-landmark NME (2D, normalised by sqrt(w·h) of the ground-truth landmarks' box);
 * visible-vertex selection by a depth test against a z-buffer;
-* front depth maps of volumes and height-field meshes of depth maps;
 * exact point-to-mesh distance, trimmed rigid ICP (rotation + translation, no scale), and the dense
   surface error built from them.
 
-Plain numpy / scipy; no torch, no facevox imports, so the module is cheap to test.
+Plain numpy / scipy; no torch, so the module is cheap to test. Front depth maps of volumes and
+their height-field meshes are the product's own, `facevox.mesh.front_depth` and `height_field`.
 """
 
 from __future__ import annotations
@@ -81,50 +81,6 @@ def best_shift_iou(predicted, depth, mask, max_shift: float = 24.0, step: float 
     ious = shifted_ious(predicted, depth, mask, fine)
     best = int(np.argmax(ious))
     return float(ious[best]), float(fine[best])
-
-
-# ---- front depth maps -------------------------------------------------------------------------
-
-
-def front_depth(volume: np.ndarray, level: float = 0.5) -> np.ndarray:
-    """(D, h, w) occupancy → (h, w) depth of the visible surface, +inf where no voxel exceeds `level`.
-
-    With k the first voxel above `level` (from the camera side), the depth is the partial-volume
-    estimate from the two voxels that straddle the crossing,
-        depth = k − ½ + (1 − v[k]) − v[k − 1]      (v[−1] = 0),
-    which lies in (k − 1, k] and inverts the targets' rule exactly: for a column of
-    `training.voxels.occupancy(depth, ...)` (a unit ramp, clamp(k − depth + ½, 0, 1)) it returns `depth`.
-    """
-    volume = np.asarray(volume, np.float32)
-    full = volume > level
-    covered = full.any(axis=0)
-    k = full.argmax(axis=0)  # first full voxel
-    rows, cols = np.nonzero(covered)
-    kk = k[rows, cols]
-    after = volume[kk, rows, cols].astype(float)
-    before = np.where(kk > 0, volume[np.maximum(kk - 1, 0), rows, cols], 0.0)
-    depth = np.full(covered.shape, np.inf)
-    depth[rows, cols] = kk - 0.5 + (1.0 - after) - before
-    return depth
-
-
-def depth_mesh(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A height-field mesh of a depth map: a vertex (x, y, depth) at every covered pixel centre; each
-    2×2 block of pixels gives two triangles when all four are covered, one when three are."""
-    h, w = depth.shape
-    covered = np.isfinite(depth)
-    ids = np.full((h, w), -1, np.int64)
-    rows, cols = np.nonzero(covered)
-    ids[rows, cols] = np.arange(len(rows))
-    vertices = np.column_stack([cols, rows, depth[rows, cols]]).astype(float)
-    tl, tr, bl, br = ids[:-1, :-1].ravel(), ids[:-1, 1:].ravel(), ids[1:, :-1].ravel(), ids[1:, 1:].ravel()
-    triangles = []
-    for a, b, c, need_absent in ((tl, tr, bl, None), (tr, br, bl, None), (tl, tr, br, bl), (tl, br, bl, tr)):
-        ok = (a >= 0) & (b >= 0) & (c >= 0)
-        if need_absent is not None:  # three covered corners, the fourth missing
-            ok &= need_absent < 0
-        triangles.append(np.column_stack([a[ok], b[ok], c[ok]]))
-    return vertices, np.concatenate(triangles)
 
 
 # ---- landmarks --------------------------------------------------------------------------------

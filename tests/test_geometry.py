@@ -38,21 +38,59 @@ def test_pose_angles_round_trip_and_head_pose(angles):
     assert np.allclose(pose.head_pose(photo, model), angles, atol=1e-6)
 
 
+def test_front_depth_recovers_the_training_occupancy():
+    torch = pytest.importorskip("torch")
+    from training.voxels import occupancy
+
+    rng = np.random.default_rng(7)
+    depth = rng.uniform(0.0, 30.0, (9, 11))
+    depth[0, 0], depth[0, 1], depth[0, 2] = 4.0, 4.5, 0.0
+    mask = rng.random((9, 11)) > 0.2
+    mask[0, :3] = True
+    volume = occupancy(torch.from_numpy(np.where(mask, depth, np.inf)).float()[None], torch.from_numpy(mask)[None], 40)[0].numpy()
+    got, got_mask = mesh.front_depth(volume)
+    assert np.array_equal(got_mask, mask) and np.isinf(got[~mask]).all()
+    assert np.abs(got[mask] - depth[mask]).max() < 0.09  # linear interpolation of a unit ramp
+    soft = np.clip((np.arange(40.0)[:, None, None] - depth[None]) / 8 + 0.5, 0, 1)  # an 8-voxel ramp
+    assert np.allclose(mesh.front_depth(soft)[0], depth, atol=1e-6)
+
+
+def test_height_field_of_a_plane():
+    depth = np.full((5, 6), 7.0)
+    mask = np.zeros((5, 6), bool)
+    mask[1:4, 1:5] = True  # 3 × 4 covered pixels: 2 × 3 blocks → 12 triangles
+    mask[0, 0] = True  # isolated pixel: a vertex, no triangle
+    mask[4, 4] = mask[4, 5] = True  # two blocks with three covered corners → one triangle each
+    surface = mesh.height_field(depth, mask)
+    assert len(surface.vertices) == 15 and len(surface.triangles) == 14
+    assert np.allclose(surface.vertices[:, 2], 7.0)
+    assert np.allclose(mesh.face_normals(surface.vertices, surface.triangles), [0, 0, -1])  # towards the camera
+
+
 def test_surface_mesh_faces_the_camera_and_lies_on_the_surface():
     volume, _ = dome_volume()
-    surface = mesh.surface_mesh(volume, smooth_iterations=0)
-    assert len(surface.triangles) > 1000
+    surface = mesh.surface_mesh(volume)
+    assert len(surface.triangles) > 10000
     normals = mesh.face_normals(surface.vertices, surface.triangles)
-    assert (normals[:, 2] < mesh.FACING).all()  # every triangle faces the camera (−z)
-    assert normals[:, 2].mean() < -0.45  # a half ball: about −0.5 over its triangles
-    # Vertices sit on the dome's front surface within one voxel (no side walls kept).
+    assert (normals[:, 2] < 0).all()  # every triangle faces the camera (−z)
+    # Vertices sit on the dome's front surface within a tenth of a voxel, away from its steep rim.
     xs, ys, ks = surface.vertices.T
     r = np.hypot(xs - 96, ys - 96)
-    inside = r < 50
-    expected = 100 - np.sqrt(60**2 - r[inside] ** 2)
-    assert inside.mean() > 0.5
-    assert np.abs(ks[inside] - expected).max() < 1.0
-    assert ks.max() < 102
+    inside = r < 55
+    assert np.abs(ks[inside] - (100 - np.sqrt(60**2 - r[inside] ** 2))).max() < 0.1
+    assert ks.max() < 100.5
+
+
+def test_outline_spikes_are_limited_and_occlusion_steps_kept():
+    """Columns along the outline that first fill far back are pulled forward; a step inside stays."""
+    depth = np.full((40, 40), 20.0)
+    depth[:, 20:] = 60.0  # an occlusion edge: the right half lies 40 voxels behind the left
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 5:35] = True
+    depth[5, 10], depth[20, 34] = 150.0, 190.0  # stray deep columns on the outline
+    limited = mesh.limit_outline(depth, mask)
+    assert limited[5, 10] == 24.0 and limited[20, 34] == 64.0
+    assert np.array_equal(limited[10:30, 10:30], depth[10:30, 10:30])
 
 
 def test_solid_mesh_is_watertight_with_outward_normals():
@@ -68,8 +106,9 @@ def test_solid_mesh_is_watertight_with_outward_normals():
 
 
 def test_empty_volume_gives_empty_mesh():
-    empty = mesh.surface_mesh(np.zeros((20, 16, 16), np.float32))
-    assert len(empty.vertices) == 0 and len(empty.triangles) == 0
+    for volume in (np.zeros((20, 16, 16), np.float32), np.pad(np.ones((20, 1, 1), np.float32), ((0, 0), (3, 3), (3, 3)))):
+        empty = mesh.surface_mesh(volume)  # nothing, or one column: no triangle
+        assert len(empty.vertices) == 0 and len(empty.triangles) == 0
 
 
 def test_to_photo_and_colours():
@@ -96,14 +135,16 @@ def test_decimate_keeps_colours_and_bounds():
     assert np.allclose(small.vertices.min(0), surface.vertices.min(0), atol=2)
 
 
-def test_a_surface_cut_by_a_steep_step_keeps_both_large_pieces():
-    """Near profile a face can fall apart into large pieces at steep parts: none may be dropped."""
+def test_surface_mesh_keeps_every_large_piece_and_drops_islands():
+    """A face's outline can come in large pieces (e.g. cut by a gap): none may be dropped."""
     ys, xs = np.mgrid[0:96, 0:96]
     front = np.where((xs - 48) ** 2 / 40**2 + (ys - 48) ** 2 / 40**2 < 1, np.where(xs < 48, 40.0, 90.0), np.inf)
-    front[40:44, 20:24] = 20.0  # a small island in front: dropped
+    front[:, 47:49] = np.inf  # a gap between the two halves
+    front[70:74, 20:24] = np.inf  # a hole, and a small island of columns inside it: dropped
+    front[71:73, 21:23] = 10.0
     k = np.arange(120)[:, None, None]
     volume = np.clip(k - front[None] + 0.5, 0, 1).astype(np.float32)
-    surface = mesh.surface_mesh(volume, smooth_iterations=0)
+    surface = mesh.surface_mesh(volume)
     xs, ks = surface.vertices[:, 0], surface.vertices[:, 2]
     assert (np.abs(ks[xs < 46] - 40) <= 1).mean() > 0.95 and (xs < 46).sum() > 1000
     assert (np.abs(ks[xs > 50] - 90) <= 1).mean() > 0.95 and (xs > 50).sum() > 1000

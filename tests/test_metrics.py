@@ -210,33 +210,3 @@ def test_icp_ignores_points_with_no_surface_near_them():
     alignment = metrics.icp(moved, surface)
     assert len(strays) < 0.1 * len(moved)
     assert alignment.distances[: len(points)].mean() < 0.01
-
-
-# ---- front depth and height-field meshes ----
-
-
-def test_front_depth_inverts_the_training_occupancy():
-    torch = pytest.importorskip("torch")
-    from training.voxels import occupancy
-
-    rng = np.random.default_rng(7)
-    depth = rng.uniform(0.0, 30.0, (9, 11))
-    depth[0, 0], depth[0, 1], depth[0, 2] = 4.0, 4.5, 0.0
-    mask = rng.random((9, 11)) > 0.2
-    mask[0, :3] = True
-    volume = occupancy(torch.from_numpy(np.where(mask, depth, np.inf)).float()[None], torch.from_numpy(mask)[None], 40)[0].numpy()
-    got = metrics.front_depth(volume)
-    assert np.array_equal(np.isfinite(got), mask)
-    assert np.allclose(got[mask], depth[mask], atol=1e-5)
-
-
-def test_depth_mesh_of_a_plane():
-    depth = np.full((5, 6), np.inf)
-    depth[1:4, 1:5] = 7.0  # 3 × 4 covered pixels: 2 × 3 blocks → 12 triangles
-    depth[0, 0] = 7.0  # isolated pixel: a vertex, no triangle
-    depth[4, 4], depth[4, 5] = 7.0, 7.0  # two blocks with three covered corners → one triangle each
-    vertices, triangles = metrics.depth_mesh(depth)
-    assert len(vertices) == 15 and len(triangles) == 14
-    assert np.allclose(vertices[:, 2], 7.0)
-    _, dist = metrics.Surface(vertices, triangles).closest(np.array([[2.5, 2.5, 9.0], [2.5, 2.5, 7.0]]))
-    assert np.allclose(dist, [2.0, 0.0])

@@ -24,8 +24,9 @@ from facevox.volume import VolumeModel
 
 @dataclass
 class Settings:
-    """How meshes are made. smooth: Taubin iterations; max_triangles: decimate above this (0 = never);
-    refine: re-crop once from the network's own landmarks (steadier crops, twice the network time)."""
+    """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles:
+    decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
+    crops, twice the network time)."""
 
     smooth: int = 10
     max_triangles: int = 0
@@ -76,7 +77,7 @@ class Reconstructor:
             output = self.model(crop_rule.crop_image(image, matrix, size))[0]
             points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
         clock.lap("network")
-        surface = mesh.surface_mesh(output.volume, smooth_iterations=self.settings.smooth)
+        surface = mesh.surface_mesh(output.volume)
         if self.settings.max_triangles:
             surface = mesh.decimate(surface, self.settings.max_triangles)
         clock.lap("mesh")
