@@ -14,6 +14,8 @@ from facevox.net import CONFIGS, VolumeNet
 
 LICENCE = ("Non-commercial use only: trained on shapes of the Surrey Face Model (non-commercial licence) "
            "rendered with background clutter from web-collected photos.")
+LICENCE_REAL = ("Non-commercial use only: trained on shapes of the Surrey Face Model (non-commercial licence), "
+                "web-collected photos and CelebA-derived face crops (non-commercial research use).")
 
 
 class Exported(torch.nn.Module):
@@ -74,6 +76,8 @@ def main():
     train_config = state.get("train_config", {})
     metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
                 "data": DATA_REAL if train_config.get("real_labels") else DATA_SYNTHETIC}
+    if train_config.get("real_labels"):
+        metadata["licence"] = LICENCE_REAL
     export(net, args.output, metadata)
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
 
