@@ -93,6 +93,14 @@ def test_write_atomic_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["face.glb"] and target.read_bytes() == b"whole"
 
 
+def test_written_files_get_the_usual_permissions(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("facevox.export"), "_UMASK", 0o027)  # the module, not facevox.export()
+    write_atomic(tmp_path / "face.glb", b"x")
+    assert (tmp_path / "face.glb").stat().st_mode & 0o777 == 0o640  # as open() gives under that umask, not mkstemp's 0o600
+
+
 def test_group_photo_gives_every_face_largest_first():
     from bench.speed import group_photo
     from facevox.faces import default_detectors, detect_faces

@@ -30,6 +30,10 @@ def export(face, fmt: str, **options) -> bytes:
     return writer(face, **options)
 
 
+_UMASK = os.umask(0o022)  # read once (reading it means setting it), and put back
+os.umask(_UMASK)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: no half-written file is ever left."""
     path = Path(path)
@@ -37,6 +41,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes it private; a plain open() would not
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
