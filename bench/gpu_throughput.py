@@ -12,6 +12,14 @@ DIR's photos are used as they are, repeated (through symlinks, so that each is a
 to --count inputs. Without --photos, --count photos are made by tests/photos.py (needs matplotlib).
 On a CPU, as a smoke test: `python bench/gpu_throughput.py --device cpu --count 20 --out /tmp/gpu.json`.
 
+How the published figures were made on the lent H100 machine (it has OpenCV 5, without the Haar
+cascades, and a protobuf too new for MediaPipe): wheels fetched here with `pip download --no-deps
+--python-version 3.12 --only-binary=:all:` (mediapipe 0.10.21, protobuf 4.25.9, onnx 1.22.0, which
+works with that protobuf, and trimesh) and 100 photos made by tests/photos.py into cache/photos,
+carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
+then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 6000` (and
+`--workers 32 --batch-sizes 32` for gpu_throughput_w32.json).
+
 Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers,
     GLB + JSON per face: faces/s over the whole run (start-up included) and after the first step;
