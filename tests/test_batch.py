@@ -174,14 +174,18 @@ def test_dead_network_process_stops_the_workers_quickly(reference, photos):
     pytest.importorskip("onnx")
     from facevox.batch.network_server import NetworkClient, NetworkServer, NetworkServerError
     from facevox.batch.work import make_reconstructor, process_one
+    from facevox.mesh import front_depth
     from facevox.torch_volume import TorchVolumeModel
 
     options = reference[0]
     crop = np.array(sources()[1].resize((192, 192)))[None]
-    with NetworkServer(device="cpu", slots=1, timeout=2.0) as server:
+    with NetworkServer(device="cpu", slots=1, timeout=2.0, volume=True) as server:
         client = NetworkClient(server.handle)
         got, want = client(crop)[0], TorchVolumeModel(device="cpu")(crop)[0]
         assert np.abs(got.volume - want.volume).max() <= 0.5 / 255 + 1e-6
+        (depth, mask), (want_depth, want_mask) = got.front, front_depth(want.volume)
+        assert mask.sum() > 1000 and np.array_equal(mask, want_mask)
+        assert np.abs(depth[mask] - want_depth[mask]).max() < 1e-3  # voxels
         assert np.array_equal(got.heatmaps, want.heatmaps) and np.array_equal(got.landmark_depth, want.landmark_depth)
         server.process.kill()
         server.process.join()

@@ -44,3 +44,21 @@ def test_cuda_network_matches_cpu(torch_cpu):
     crops = np.random.default_rng(1).integers(0, 256, (2, 192, 192, 3), dtype=np.uint8)
     for want, got in zip(torch_cpu(crops), TorchVolumeModel(device="cuda")(crops)):
         assert np.abs(got.volume - want.volume).max() < 1e-2
+
+
+def test_front_depth_on_the_device_is_the_mesh_stage_s():
+    from facevox.mesh import front_depth
+    from facevox.torch_volume import front_depth as front_depth_torch
+
+    rng = np.random.default_rng(1)
+    surface, softness = rng.uniform(3, 30, (2, 8, 9)), rng.uniform(1, 8, (2, 8, 9))
+    ramp = np.arange(40)[None, :, None, None] - surface[:, None]
+    volumes = np.clip(ramp / softness[:, None] + 0.5, 0, 1).astype(np.float32)
+    volumes[0, :, 0, 0] = 0.2  # a column off the face
+    depth, mask = front_depth_torch(torch.from_numpy(volumes))
+    assert not mask[0, 0, 0] and mask[1, 0, 0]
+    for i, volume in enumerate(volumes):
+        want_depth, want_mask = front_depth(volume)
+        assert np.array_equal(mask[i].numpy(), want_mask)
+        assert np.allclose(depth[i].numpy()[want_mask], want_depth[want_mask], atol=1e-4)
+        assert np.isinf(depth[i].numpy()[~want_mask]).all()

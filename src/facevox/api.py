@@ -77,7 +77,7 @@ class Reconstructor:
             output = self.model(crop_rule.crop_image(image, matrix, size))[0]
             points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
         clock.lap("network")
-        surface = mesh.surface_mesh(output.volume)
+        surface = mesh.surface_from_depth(*output.front_depth())
         if self.settings.max_triangles:
             surface = mesh.decimate(surface, self.settings.max_triangles)
         clock.lap("mesh")

@@ -142,9 +142,13 @@ def limit_outline(depth: np.ndarray, mask: np.ndarray, slope: float = OUTLINE_SL
 
 def surface_mesh(volume: np.ndarray, level: float = 0.5) -> Mesh:
     """The visible face surface in crop coordinates (x, y, k): the height field of the volume's front
-    depth (`front_depth`, outline spikes limited by `limit_outline`), in its large pieces (small
-    islands of stray columns are left out)."""
-    depth, mask = front_depth(volume, level)
+    depth (`front_depth`), see `surface_from_depth`."""
+    return surface_from_depth(*front_depth(volume, level))
+
+
+def surface_from_depth(depth: np.ndarray, mask: np.ndarray) -> Mesh:
+    """The surface from a front depth map and its mask: a height field, outline spikes limited by
+    `limit_outline`, in its large pieces (small islands of stray columns are left out)."""
     surface = height_field(limit_outline(depth, mask), mask)
     return Mesh(*_main_pieces(surface.vertices, surface.triangles, PIECE_SHARE))
 

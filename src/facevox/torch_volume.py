@@ -26,6 +26,21 @@ def from_onnx(net, path) -> None:
     net.load_state_dict({**state, **{k: torch.from_numpy(weights[k].copy()).reshape(state[k].shape) for k in wanted}})
 
 
+def front_depth(volume, level: float = 0.5):
+    """facevox.mesh.front_depth on a batch of torch volumes (n, D, h, w), on their device: the depth
+    (n, h, w) where each column first crosses `level`, linearly interpolated (+inf off the face), and
+    the mask (n, h, w) of columns with a voxel above `level`."""
+    import torch
+
+    full = volume > level
+    mask = full.any(dim=1)
+    k = full.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first voxel above level
+    after = volume.gather(1, k)
+    before = torch.where(k > 0, volume.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(after))
+    depth = (k - 1 + (level - before) / (after - before)).squeeze(1)
+    return torch.where(mask, depth, torch.full_like(depth, float("inf"))), mask
+
+
 class TorchVolumeModel:
     """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel.
     bf16: run it under bfloat16 autocast (outputs still float32)."""

@@ -19,11 +19,19 @@ DEFAULT_MODEL = "vrn-hg2-w192"
 
 @dataclass
 class NetworkOutput:
-    """volume (D, s, s) occupancy in [0, 1], indexed [k, y, x]; heatmaps and landmark_depth (68, H, H)."""
+    """volume (D, s, s) occupancy in [0, 1], indexed [k, y, x]; heatmaps and landmark_depth (68, H, H).
+    front: the volume's front depth and mask (`facevox.mesh.front_depth`) where the network stage
+    already made them (a GPU does it at a fraction of the cost); then the volume may be left out (None)."""
 
-    volume: np.ndarray
+    volume: np.ndarray | None
     heatmaps: np.ndarray
     landmark_depth: np.ndarray
+    front: tuple[np.ndarray, np.ndarray] | None = None
+
+    def front_depth(self) -> tuple[np.ndarray, np.ndarray]:
+        from facevox.mesh import front_depth
+
+        return self.front if self.front is not None else front_depth(self.volume)
 
 
 def model_files(path: str | os.PathLike | None = None) -> tuple[Path, dict]:

@@ -3,8 +3,10 @@
 Each worker keeps its whole Reconstructor but the network: a `NetworkClient` (VolumeModel's interface)
 hands its crops to the `NetworkServer` process, which owns TorchVolumeModel on the device and runs the
 requests queued at that moment, up to max_batch, as one batch (it never waits for more). Data moves
-through one shared-memory block with a slot per worker: a crop in; the volume as uint8
-(round(occupancy × 255)), the heatmaps and landmark depths as float32 out. The queues carry only slot
+through one shared-memory block with a slot per worker: a crop in; the volume's front depth and
+mask (made on the device, `facevox.torch_volume.front_depth`: all the surface mesh needs), the
+heatmaps and landmark depths out, and the volume itself as uint8 (round(occupancy × 255)) only where
+a solid is wanted (STL). The queues carry only slot
 numbers and error messages. A server that dies, or stops its heartbeat, makes every client raise
 NetworkServerError within `timeout` seconds, and the batch stops (no photo is recorded as failed).
 """
@@ -31,22 +33,23 @@ class NetworkServerError(RuntimeError):
     """The shared network process failed or is gone: the whole batch stops."""
 
 
-def _layout(info: dict) -> dict[str, tuple[tuple[int, ...], type]]:
+def _layout(info: dict, volume: bool) -> dict[str, tuple[tuple[int, ...], type]]:
     s, d, n, h = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks", "heatmap_size"))
-    return {"crops": ((s, s, 3), np.uint8), "volume": ((d, s, s), np.uint8),
-            "heatmaps": ((n, h, h), np.float32), "depth": ((n, h, h), np.float32)}
+    layout = {"crops": ((s, s, 3), np.uint8), "front": ((s, s), np.float32), "mask": ((s, s), np.bool_),
+              "heatmaps": ((n, h, h), np.float32), "depth": ((n, h, h), np.float32)}
+    return layout | ({"volume": ((d, s, s), np.uint8)} if volume else {})
 
 
-def block_size(info: dict, slots: int) -> int:
+def block_size(info: dict, slots: int, volume: bool = False) -> int:
     """Bytes of the shared block for this many slots (each array 64-byte aligned)."""
-    return sum(-(-slots * int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64 for shape, dtype in _layout(info).values())
+    return sum(-(-slots * int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64 for shape, dtype in _layout(info, volume).values())
 
 
-def slot_arrays(buffer, info: dict, slots: int) -> dict[str, np.ndarray]:
-    """The block as arrays with one row per slot: crops (s, s, 3) and volume (D, s, s) uint8,
-    heatmaps and depth (68, H, H) float32."""
+def slot_arrays(buffer, info: dict, slots: int, volume: bool = False) -> dict[str, np.ndarray]:
+    """The block as arrays with one row per slot: crops (s, s, 3) uint8, front depth (s, s) float32 and
+    mask (s, s) bool, heatmaps and depth (68, H, H) float32, and (if `volume`) the volume (D, s, s) uint8."""
     arrays, offset = {}, 0
-    for name, (shape, dtype) in _layout(info).items():
+    for name, (shape, dtype) in _layout(info, volume).items():
         arrays[name] = np.ndarray((slots, *shape), dtype, buffer, offset)
         offset += -(-arrays[name].nbytes // 64) * 64
     return arrays
@@ -71,9 +74,14 @@ def answer(model, arrays: dict[str, np.ndarray], slots: list[int]) -> None:
     """Run the crops in these slots through the network as one batch; write each one's outputs to its slot."""
     import torch
 
+    from facevox.torch_volume import front_depth
+
     with torch.inference_mode():
         volume, heatmaps, depth = model.forward(arrays["crops"][slots])
-        outputs = {"volume": volume.mul_(255).round_().to(torch.uint8), "heatmaps": heatmaps, "depth": depth}
+        front, mask = front_depth(volume)
+        outputs = {"front": front, "mask": mask, "heatmaps": heatmaps, "depth": depth}
+        if "volume" in arrays:
+            outputs["volume"] = volume.mul_(255).round_().to(torch.uint8)
         for i, slot in enumerate(slots):
             for name, tensor in outputs.items():
                 torch.from_numpy(arrays[name][slot]).copy_(tensor[i])
@@ -86,6 +94,7 @@ class ServerHandle:
     block: str  # the shared memory's name
     info: dict  # the model's JSON
     slots: int
+    volume: bool  # the volume travels too (for solids)
     requests: object  # queue of slot numbers (None: stop)
     replies: list  # a queue per slot: None when the outputs are in the slot, else an error message
     heartbeat: object  # shared double: time.time() of the server's last sign of life
@@ -98,17 +107,17 @@ class NetworkServer:
     it stops the process and frees the memory. facts: the device's name and whether the block is pinned."""
 
     def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, bf16: bool = False,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, volume: bool = False):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
-        size = block_size(info, slots)
+        size = block_size(info, slots, volume)
         if os.path.isdir("/dev/shm"):  # Linux: fail here, not with a bus error when a slot is first written
             room = os.statvfs("/dev/shm")
             if room.f_bavail * room.f_frsize < size:
                 raise NetworkServerError(f"shared memory for {slots} workers needs {size / 2**20:.0f} MiB, more than "
                                          f"/dev/shm has free (fewer --workers, or Docker's --shm-size)")
         self._block = SharedMemory(create=True, size=size)
-        self.handle = ServerHandle(self._block.name, info, slots, context.Queue(), [context.Queue() for _ in range(slots)],
+        self.handle = ServerHandle(self._block.name, info, slots, volume, context.Queue(), [context.Queue() for _ in range(slots)],
                                    context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout)
         status = context.Queue()
         self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, bf16, status),
@@ -162,7 +171,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: b
 
         model = TorchVolumeModel(path, device, bf16)
         block = SharedMemory(handle.block)
-        arrays = slot_arrays(block.buf, handle.info, handle.slots)
+        arrays = slot_arrays(block.buf, handle.info, handle.slots, handle.volume)
         cuda = model.device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True
@@ -219,10 +228,11 @@ class NetworkClient:
         self.info = handle.info
         self.input_size = int(handle.info["input_size"])
         self._block = SharedMemory(handle.block)
-        self._arrays = {name: array[self.slot] for name, array in slot_arrays(self._block.buf, handle.info, handle.slots).items()}
+        self._arrays = {name: array[self.slot] for name, array in slot_arrays(self._block.buf, handle.info, handle.slots, handle.volume).items()}
 
     def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop (volume: the uint8 / 255)."""
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop (with its front depth; the volume,
+        the uint8 / 255, only if the server sends it)."""
         crops = np.asarray(crops)
         return [self._one(crop) for crop in (crops[None] if crops.ndim == 3 else crops)]
 
@@ -240,4 +250,6 @@ class NetworkClient:
                     raise NetworkServerError(f"the network process has not answered for {silent:.0f} s (it died or hangs)") from None
         if error:
             raise NetworkServerError(f"the network process failed: {error}")
-        return NetworkOutput(np.divide(arrays["volume"], 255, dtype=np.float32), arrays["heatmaps"].copy(), arrays["depth"].copy())
+        volume = np.divide(arrays["volume"], 255, dtype=np.float32) if "volume" in arrays else None
+        front = (arrays["front"].astype(np.float64), arrays["mask"].copy())
+        return NetworkOutput(volume, arrays["heatmaps"].copy(), arrays["depth"].copy(), front)
