@@ -17,15 +17,16 @@ cascades, and a protobuf too new for MediaPipe): wheels fetched here with `pip d
 --python-version 3.12 --only-binary=:all:` (mediapipe 0.10.21, protobuf 4.25.9, onnx 1.22.0, which
 works with that protobuf, and trimesh) and 100 photos made by tests/photos.py into cache/photos,
 carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
-then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 6000` (and
-`--workers 32 --batch-sizes 32` for gpu_throughput_w32.json).
+then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 4000 --batch-sizes 16`
+(gpu_throughput.json; the earlier, whole-volume version of the network process: `--count 6000` for
+gpu_throughput_volume.json, `--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
 
 Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers,
     GLB + JSON per face: faces/s over the whole run (start-up included) and after the first step;
     the GPU's utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
-  network: the server's batch step alone (TorchVolumeModel forward, volume to uint8, outputs copied
-    into host memory as the server does) and the forward alone, at several batch sizes, in fp32 and,
+  network: the server's batch step alone (TorchVolumeModel forward, front depth on the device,
+    outputs copied into host memory as the server does) and the forward alone, at several batch sizes, in fp32 and,
     on CUDA, under bf16 autocast, with how far bf16's landmarks and volume are from fp32's;
   cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
     detect, mesh, colour, write) and measured here (crop, heatmaps → landmarks: twice per face); the
