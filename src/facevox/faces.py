@@ -117,6 +117,8 @@ class HaarDetector:
     def __init__(self):
         import cv2
 
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise ImportError("this OpenCV has no Haar cascades (OpenCV 5 moved them out of its main module)")
         folder = cv2.data.haarcascades
         self._cv2 = cv2
         self._frontal = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
@@ -176,14 +178,11 @@ def detect_faces(image: np.ndarray, detectors: list[Detector]) -> list[Detection
 
 def default_detectors() -> list[Detector]:
     detectors: list[Detector] = []
-    try:
-        detectors.append(MediaPipeDetector())
-    except ImportError:  # mediapipe has no wheel for this platform: Haar alone
-        pass
-    import cv2
-
-    if hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the cascades out of its main module
-        detectors.append(HaarDetector())
+    for make in (MediaPipeDetector, HaarDetector):
+        try:
+            detectors.append(make())
+        except ImportError:  # no mediapipe wheel for this platform, or an OpenCV without the cascades
+            pass
     if not detectors:
         raise FacevoxError("no face detector: install mediapipe (>=0.10.14,<0.10.30) or opencv-python-headless<5")
     return detectors
