@@ -16,6 +16,9 @@ LICENCE = ("Non-commercial use only: trained on shapes of the Surrey Face Model 
            "rendered with background clutter from web-collected photos.")
 LICENCE_REAL = ("Non-commercial use only: trained on shapes of the Surrey Face Model (non-commercial licence), "
                 "web-collected photos and CelebA-derived face crops (non-commercial research use).")
+DATA_SYNTHETIC = "synthetic Surrey Face Model renders (training/sources/synthetic.py)"
+DATA_REAL = (DATA_SYNTHETIC + " mixed with real photos (real-faces, celeb-faces) carrying fitted Surrey labels, "
+             "as photographed and profiled (training/sources/real.py)")
 
 
 class Exported(torch.nn.Module):
@@ -60,11 +63,6 @@ def check(net: VolumeNet, path: Path) -> float:
     return float(max(np.abs(a - b).max() for a, b in zip(expected, got)))
 
 
-DATA_SYNTHETIC = "synthetic Surrey Face Model renders (training/sources/synthetic.py)"
-DATA_REAL = (DATA_SYNTHETIC + " mixed with real photos (real-faces, celeb-faces) carrying fitted Surrey labels, "
-             "as photographed and profiled (training/sources/real.py)")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", type=Path)
@@ -74,10 +72,9 @@ def main():
     net = VolumeNet(CONFIGS[state["config"]])
     net.load_state_dict({k: v.float() for k, v in state["model"].items()})
     train_config = state.get("train_config", {})
+    real = bool(train_config.get("real_labels"))
     metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
-                "data": DATA_REAL if train_config.get("real_labels") else DATA_SYNTHETIC}
-    if train_config.get("real_labels"):
-        metadata["licence"] = LICENCE_REAL
+                "data": DATA_REAL if real else DATA_SYNTHETIC, "licence": LICENCE_REAL if real else LICENCE}
     export(net, args.output, metadata)
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
 

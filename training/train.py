@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from facevox.net import CONFIGS, VolumeNet
 from facevox.torch_volume import from_onnx
+from facevox.volume import model_files
 from training import sfm
 from training.sources.real import Mixture, RealFaces
 from training.sources.synthetic import SyntheticFaces, load_photos
@@ -149,7 +150,7 @@ def main():
         print(f"resumed {checkpoint} at step {step}")
     elif cfg["init_onnx"]:
         from_onnx(net, cfg["init_onnx"])
-        base_steps = json.loads(Path(cfg["init_onnx"]).with_suffix(".json").read_text()).get("training_steps", 0)
+        base_steps = model_files(cfg["init_onnx"])[1].get("training_steps", 0)
         print(f"initialised from {cfg['init_onnx']}")
 
     def lr_at(s):  # warmup, constant, then a cosine decay over the last decay_steps (resumable in chunks)
