@@ -54,8 +54,6 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # spawned workers inher
 
 import numpy as np  # noqa: E402
 
-STAGES = ("decode", "detect", "network", "mesh", "colour", "write")  # the index's time_* columns
-
 
 def inputs(photos: str | None, count: int, scratch: Path) -> tuple[list[str], str]:
     """count inputs (absolute paths) and their root: DIR's photos repeated through symlinks, or made."""
@@ -109,7 +107,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) 
     import pyarrow.compute as pc
 
     from facevox.batch import Options, plan, run
-    from facevox.batch.index import read_index
+    from facevox.batch.index import STAGES, read_index
     from facevox.batch.store import open_store
 
     options = Options(out=out, root=root)
@@ -129,7 +127,8 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) 
     index = read_index(open_store(out))
     faces = pc.sum(index["faces"]).as_py()
     done = index.filter(pc.equal(index["status"], "done"))
-    per_face = {stage: round(pc.sum(done[f"time_{stage}"]).as_py() / faces, 5) for stage in STAGES}
+    timed_stages = [stage for stage in STAGES if done[f"time_{stage}"].null_count < done.num_rows]
+    per_face = {stage: round(pc.sum(done[f"time_{stage}"]).as_py() / faces, 5) for stage in timed_stages}
     return {
         "photos": index.num_rows, "faces": faces, "done": done.num_rows, "workers": workers,
         "seconds": round(end - start, 2), "faces_per_second": round(faces / (end - start), 2),
@@ -265,7 +264,7 @@ def main() -> None:
         networks.append(network_alone(args.model, args.device, arrays, pinned, sizes, True))
 
     worker = result["worker_seconds_per_face"]
-    cpu_stages = {stage: worker[stage] for stage in ("decode", "detect", "mesh", "colour", "write")}
+    cpu_stages = {stage: seconds for stage, seconds in worker.items() if stage != "network"}
     cpu_stages |= {"crop": round(2 * crop_seconds, 5), "landmarks": round(2 * landmark_seconds, 5)}
     cores = os.cpu_count()
     cpu_rate = cores / result["worker_cpu_seconds_per_face"]

@@ -35,7 +35,9 @@ def run_local(keys: list[str], options: Options, workers: int | None = None, bat
     workers = max(1, min(workers or cores, len(keys)))
     context = multiprocessing.get_context("spawn")  # no fork after onnxruntime or MediaPipe threads start
     with ExitStack() as stack:
-        server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume="stl" in options.formats)).handle if device else None
+        server = None
+        if device:
+            server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid)).handle
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                    initargs=(options, max(1, cores // workers), server))
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)

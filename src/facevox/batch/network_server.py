@@ -6,9 +6,9 @@ requests queued at that moment, up to max_batch, as one batch (it never waits fo
 through one shared-memory block with a slot per worker: a crop in; the volume's front depth and
 mask (made on the device, `facevox.torch_volume.front_depth`: all the surface mesh needs), the
 heatmaps and landmark depths out, and the volume itself as uint8 (round(occupancy × 255)) only where
-a solid is wanted (STL). The queues carry only slot
-numbers and error messages. A server that dies, or stops its heartbeat, makes every client raise
-NetworkServerError within `timeout` seconds, and the batch stops (no photo is recorded as failed).
+a solid is wanted (STL). The queues carry only slot numbers and error messages. A server that dies,
+or stops its heartbeat, makes every client raise NetworkServerError within `timeout` seconds, and the
+batch stops (no photo is recorded as failed).
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ class Options:
     max_triangles: int = 0
     model: str | None = None
 
+    @property
+    def solid(self) -> bool:
+        """STL wanted: each face also needs its closed body, made from the whole volume."""
+        return "stl" in self.formats
+
 
 def find_inputs(inputs: list[str]) -> tuple[list[str], list[str], str]:
     """Photos named, matched by globs (`**` too) or found in folders → their absolute paths (each once,
@@ -60,7 +65,7 @@ def make_reconstructor(options: Options, threads: int | None = None, device: str
         from facevox.torch_volume import TorchVolumeModel
 
         network = TorchVolumeModel(options.model, device=device)
-    settings = Settings(max_triangles=options.max_triangles, solid="stl" in options.formats)
+    settings = Settings(max_triangles=options.max_triangles, solid=options.solid)
     return Reconstructor(options.model, settings=settings, threads=threads, network=network)
 
 
