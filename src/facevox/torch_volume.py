@@ -47,7 +47,7 @@ def landmarks_from_heatmaps(heatmaps, landmark_depth, input_size: int):
     import torch
     import torch.nn.functional as F
 
-    n, count, size, _ = heatmaps.shape
+    size = heatmaps.shape[-1]
     stride = input_size / size
     peak = heatmaps.flatten(2).argmax(dim=2)  # (n, 68), the first maximum as numpy's argmax
     i, j = peak // size, peak % size

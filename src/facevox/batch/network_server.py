@@ -130,9 +130,9 @@ def split_cores() -> tuple[int, tuple[int, ...]] | None:
 class NetworkServer:
     """The network process and its shared memory, for up to `slots` clients. A context manager: leaving
     it stops the process and frees the memory. facts: the device's name and the process's core (or None).
-    reserve_core (on 4 usable cores or more): the process keeps to one core
-    (`split_cores`) and the handle's `cores` name the others, for the clients' processes to keep to (the
-    local engine's workers do), so that they never starve it."""
+    reserve_core (on 4 usable cores or more): the process keeps to one core (`split_cores`) and the
+    handle's `cores` name the others, for the clients' processes to keep to (the local engine's workers
+    do), so that they never starve it."""
 
     def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, bf16: bool = False,
                  timeout: float = 10.0, volume: bool = False, reserve_core: bool = False):
