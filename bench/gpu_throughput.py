@@ -6,7 +6,7 @@ scikit-image, scipy, pillow, pyarrow, typer, rich, and trimesh, e.g. `pip instal
 trimesh-*.whl`; mediapipe is optional: without it the Haar detector runs, and the result says which
 ran), from the repository root (no install of facevox needed: the script puts src/ on the path):
 
-    python3 bench/gpu_throughput.py --device cuda --photos DIR [--count 4000] [--workers 16]
+    python3 bench/gpu_throughput.py --device cuda --photos DIR [--count 4000] [--workers 16] [--reserve-core]
 
 DIR's photos are used as they are, repeated (through symlinks, so that each is a separate input) up
 to --count inputs. Without --photos, --count photos are made by tests/photos.py (needs matplotlib).
@@ -22,15 +22,17 @@ then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --coun
 gpu_throughput_volume.json, `--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
 
 Measured, in this order:
-  end_to_end: the local engine with the shared network process on the device and --workers workers,
-    GLB + JSON per face: faces/s over the whole run (start-up included) and after the first step;
-    the GPU's utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
-  network: the server's batch step alone (TorchVolumeModel forward, front depth on the device,
-    outputs copied into host memory as the server does) and the forward alone, at several batch sizes, in fp32 and,
-    on CUDA, under bf16 autocast, with how far bf16's landmarks and volume are from fp32's;
+  end_to_end: the local engine with the shared network process on the device and --workers workers
+    (--reserve-core: the network process on a core of its own), GLB + JSON per face: faces/s over the
+    whole run (start-up included) and after the first step; the GPU's utilisation meanwhile
+    (nvidia-smi, sampled every 0.5 s);
+  network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
+    on the device, outputs copied into host memory as the server does) and the forward alone, for a
+    full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in fp32
+    and, on CUDA, under bf16 autocast, with how far bf16's landmarks and volume are from fp32's;
   cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
-    detect, mesh, colour, write) and measured here (crop, heatmaps → landmarks: twice per face); the
-    faces/s that the machine's cores sustain for them, from the workers' CPU time per face.
+    detect, mesh, colour, write) and measured here (crop: twice per face); the faces/s that the
+    machine's cores sustain for them, from the workers' CPU time per face.
 The server batches at most one request per worker, so the network's rate at batch size = workers is
 the one that bounds the end-to-end run. Writes bench/results/gpu_throughput.json (or --out).
 """
@@ -102,12 +104,13 @@ class GpuSampler(threading.Thread):
                 "max_memory_mib": float(memory.max())}
 
 
-def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) -> dict:
+def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, reserve_core: bool) -> dict:
     """The local engine with the shared network process, timed; stage seconds per face from its index."""
     import pyarrow.compute as pc
 
     from facevox.batch import Options, plan, run
     from facevox.batch.index import STAGES, read_index
+    from facevox.batch.network_server import split_cores
     from facevox.batch.store import open_store
 
     options = Options(out=out, root=root)
@@ -118,7 +121,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) 
     if sampler:
         sampler.start()
     first, faces_after_first = None, 0
-    for records in run(pending, options, "local", workers=workers, device=device):
+    for records in run(pending, options, "local", workers=workers, device=device, reserve_core=reserve_core):
         if first is None:
             first = time.perf_counter()
         else:
@@ -131,6 +134,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int) 
     per_face = {stage: round(pc.sum(done[f"time_{stage}"]).as_py() / faces, 5) for stage in timed_stages}
     return {
         "photos": index.num_rows, "faces": faces, "done": done.num_rows, "workers": workers,
+        "reserve_core": reserve_core, "server_core_reserved": reserve_core and split_cores() is not None,
         "seconds": round(end - start, 2), "faces_per_second": round(faces / (end - start), 2),
         "faces_per_second_after_first_step": round(faces_after_first / (end - first), 2) if end > first else None,
         "worker_seconds_per_face": per_face,
@@ -174,42 +178,46 @@ def timed(step, minimum: float = 1.5, least: int = 3) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def network_alone(model_path, device: str, arrays: dict, pinned: bool, batch_sizes: list[int], bf16: bool) -> dict:
-    """Crops/s and faces/s (two passes per face) of the server's batch step (into `arrays`, host memory
-    laid out as the server's shared block) and of the forward alone."""
+def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int], bf16: bool) -> dict:
+    """Crops/s of the server's batch step (into `arrays`, host memory laid out as the server's shared
+    block) and of the forward alone, for full passes and landmarks-only passes; faces/s (one pass of
+    each per face) of the step."""
     import torch
 
-    from facevox.batch.network_server import answer
+    from facevox.batch.network_server import answer, staging
     from facevox.torch_volume import TorchVolumeModel
 
     model = TorchVolumeModel(model_path, device, bf16)
     cuda = model.device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda
+    buffers = staging(model.info, max(batch_sizes), "volume" in arrays, model.device)
     rows = []
     for size in batch_sizes:
-        def forward():
-            with torch.inference_mode():
-                model.forward(arrays["crops"][:size])
-            if cuda:
-                torch.cuda.synchronize()
+        row = {"batch": size}
+        for kind, surface in (("full", True), ("landmarks", False)):
+            def forward():
+                with torch.inference_mode():
+                    model.forward(arrays["crops"][:size], surface)
+                if cuda:
+                    torch.cuda.synchronize()
 
-        step = timed(lambda: answer(model, arrays, list(range(size))))
-        compute = timed(forward)
-        rows.append({"batch": size, "server_step_ms": round(step * 1e3, 2), "server_step_faces_per_second": round(size / step / 2, 1),
-                     "forward_ms": round(compute * 1e3, 2), "forward_faces_per_second": round(size / compute / 2, 1)})
-    return {"precision": "bf16 autocast" if bf16 else "fp32", "pinned_host_memory": pinned, "rows": rows}
+            arrays["surface"][:size] = surface
+            row[f"server_step_{kind}_ms"] = round(timed(lambda: answer(model, arrays, list(range(size)), buffers)) * 1e3, 2)
+            row[f"forward_{kind}_ms"] = round(timed(forward) * 1e3, 2)
+        step, compute = (row[f"{what}_full_ms"] + row[f"{what}_landmarks_ms"] for what in ("server_step", "forward"))
+        rows.append(row | {"server_step_faces_per_second": round(size / step * 1e3, 1), "forward_faces_per_second": round(size / compute * 1e3, 1)})
+    return {"precision": "bf16 autocast" if bf16 else "fp32", "pinned_host_memory": cuda, "rows": rows}
 
 
 def bf16_difference(model_path, device: str, crops: np.ndarray) -> dict:
     """How far bf16 autocast's landmarks (crop px) and volume (IoU at 0.5) are from fp32's."""
-    from facevox import landmarks
     from facevox.torch_volume import TorchVolumeModel
 
     fp32, bf16 = (TorchVolumeModel(model_path, device, flag)(crops[:16]) for flag in (False, True))
     size = int(crops.shape[1])
     shifts, ious = [], []
     for a, b in zip(fp32, bf16):
-        pa, pb = (landmarks.from_heatmaps(o.heatmaps, o.landmark_depth, size) for o in (a, b))
+        pa, pb = (o.landmarks(size) for o in (a, b))
         shifts.append(np.abs(pa[:, :2] - pb[:, :2]).max())
         va, vb = a.volume > 0.5, b.volume > 0.5
         ious.append((va & vb).sum() / max((va | vb).sum(), 1))
@@ -237,35 +245,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch-sizes", help="network alone; default 1,16,64 on CUDA, 1,4 on a CPU (and --workers)")
     parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it)")
+    parser.add_argument("--reserve-core", action="store_true", help="the network process on a core of its own (NetworkServer's reserve_core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_throughput.json")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     sizes = [int(s) for s in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]
     sizes = sorted({*sizes, args.workers})
 
-    from facevox import landmarks
-    from facevox.batch.network_server import block_size, pin, slot_arrays
+    from facevox.batch.network_server import block_size, slot_arrays
     from facevox.volume import model_files
 
     with tempfile.TemporaryDirectory() as scratch:
         keys, root = inputs(args.photos, args.count, Path(scratch))
-        result = end_to_end(keys, root, f"{scratch}/out", args.device, args.workers)
+        result = end_to_end(keys, root, f"{scratch}/out", args.device, args.workers, args.reserve_core)
         info = model_files(args.model)[1]
         crops, crop_seconds = face_crops(keys, int(info["input_size"]))
-    buffer = np.empty(block_size(info, max(sizes)), np.uint8)
-    pinned = cuda and pin(memoryview(buffer))
-    arrays = slot_arrays(buffer, info, max(sizes))
+    arrays = slot_arrays(np.empty(block_size(info, max(sizes)), np.uint8), info, max(sizes))
     arrays["crops"][:] = crops[np.arange(max(sizes)) % len(crops)]
-    networks = [network_alone(args.model, args.device, arrays, pinned, sizes, False)]
-    size = int(info["input_size"])
-    landmark_seconds = timed(lambda: landmarks.from_heatmaps(arrays["heatmaps"][0], arrays["depth"][0], size), minimum=0.3)
+    networks = [network_alone(args.model, args.device, arrays, sizes, False)]
     bf16 = bf16_difference(args.model, args.device, crops) if cuda else None
     if cuda:
-        networks.append(network_alone(args.model, args.device, arrays, pinned, sizes, True))
+        networks.append(network_alone(args.model, args.device, arrays, sizes, True))
 
     worker = result["worker_seconds_per_face"]
     cpu_stages = {stage: seconds for stage, seconds in worker.items() if stage != "network"}
-    cpu_stages |= {"crop": round(2 * crop_seconds, 5), "landmarks": round(2 * landmark_seconds, 5)}
+    cpu_stages["crop"] = round(2 * crop_seconds, 5)
     cores = os.cpu_count()
     cpu_rate = cores / result["worker_cpu_seconds_per_face"]
     usable = [n for n in networks if n["precision"] == "fp32" or (bf16 and bf16["matches"])]

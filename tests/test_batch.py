@@ -179,20 +179,61 @@ def test_dead_network_process_stops_the_workers_quickly(reference, photos):
 
     options = reference[0]
     crop = np.array(sources()[1].resize((192, 192)))[None]
-    with NetworkServer(device="cpu", slots=1, timeout=2.0, volume=True) as server:
+    with NetworkServer(device="cpu", slots=1, timeout=2.0, volume=True, reserve_core=True) as server:
+        if server.facts["core"] is not None:  # 4 cores or more
+            assert os.sched_getaffinity(server.process.pid) == {server.facts["core"]}
+            assert server.facts["core"] not in server.handle.cores
         client = NetworkClient(server.handle)
         got, want = client(crop)[0], TorchVolumeModel(device="cpu")(crop)[0]
         assert np.abs(got.volume - want.volume).max() <= 0.5 / 255 + 1e-6
         (depth, mask), (want_depth, want_mask) = got.front, front_depth(want.volume)
         assert mask.sum() > 1000 and np.array_equal(mask, want_mask)
         assert np.abs(depth[mask] - want_depth[mask]).max() < 1e-3  # voxels
-        assert np.array_equal(got.heatmaps, want.heatmaps) and np.array_equal(got.landmark_depth, want.landmark_depth)
+        assert got.heatmaps is None and np.array_equal(got.landmarks(192), want.landmarks(192).astype(np.float32))
+        first = client(crop, surface=False)[0]
+        assert (first.volume, first.front) == (None, None) and np.array_equal(first.landmarks(192), got.landmarks(192))
         server.process.kill()
         server.process.join()
         start = time.monotonic()
         with pytest.raises(NetworkServerError, match="has not answered"):
             process_one(make_reconstructor(options, network=client), open_store(options.out), options, str(photos / "good/both.jpg"))
         assert time.monotonic() - start < 5
+
+
+def test_server_batch_step_mixes_full_and_landmarks_only_slots():
+    """answer: one batch of slots that want the surface and slots that want only the landmarks; each gets
+    the outputs it asked for, those of the torch network alone; the others' rows are left as they were."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from facevox.batch.network_server import answer, block_size, slot_arrays, staging
+    from facevox.torch_volume import TorchVolumeModel, front_depth
+
+    model = TorchVolumeModel(device="cpu")
+    crops = np.stack([np.asarray(photo.resize((192, 192))) for photo in sources()] * 2)[:3]
+    arrays = slot_arrays(np.zeros(block_size(model.info, 4, True), np.uint8), model.info, 4, True)
+    arrays["crops"][1:] = crops
+    arrays["surface"][1:] = [False, True, True]
+    for name in ("front", "mask", "volume"):
+        arrays[name][:] = 7
+    answer(model, arrays, [3, 1, 2], staging(model.info, 4, True, "cpu"))
+    want = model(crops)
+    for slot, output in zip((1, 2, 3), want):
+        assert np.abs(arrays["points"][slot] - output.landmarks(192)).max() < 1e-4
+    volume = np.stack([want[1].volume, want[2].volume])
+    depth, mask = (t.numpy() for t in front_depth(torch.from_numpy(volume)))
+    assert np.array_equal(arrays["mask"][2:], mask) and np.allclose(arrays["front"][2:][mask], depth[mask], atol=1e-4)
+    assert np.abs(arrays["volume"][2:].astype(int) - np.round(volume * 255)).max() <= 1
+    assert (arrays["front"][:2] == 7).all() and (arrays["volume"][:2] == 7).all() and (arrays["points"][0] == 0).all()
+
+
+def test_split_cores(monkeypatch):
+    from facevox.batch.network_server import split_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert split_cores() is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2, 10)), raising=False)
+    core, cores = split_cores()
+    assert core == 9 and 9 not in cores and set(cores) <= set(range(2, 9)) and len(cores) >= 6
 
 
 def test_output_url_and_cli(photos, tmp_path):

@@ -28,6 +28,46 @@ def test_same_outputs_as_onnxruntime(torch_cpu):
         assert np.abs(got.volume - want.volume).max() < 1e-4
         assert np.abs(got.heatmaps - want.heatmaps).max() < 1e-4
         assert np.abs(got.landmark_depth - want.landmark_depth).max() < 1e-2  # depths are in voxels (0-200)
+        assert np.abs(got.landmarks(192) - want.landmarks(192)).max() < 1e-2
+
+
+def test_landmarks_only_and_per_row_volumes(torch_cpu):
+    """surface=False: the landmarks alone; forward's volume covers only the rows that want it."""
+    crops = np.stack([np.asarray(photo.resize((192, 192))) for photo in sources()[:2]])
+    full = torch_cpu(crops)
+    for got, want in zip(torch_cpu(crops, surface=False), full):
+        assert (got.volume, got.heatmaps, got.front) == (None, None, None)
+        assert np.array_equal(got.landmarks(192), want.landmarks(192))
+    assert [o.volume for o in VolumeModel()(crops[:1], surface=False)] == [None]
+    with torch.inference_mode():
+        volume, heatmaps, _ = torch_cpu.forward(crops, np.array([False, True]))
+        assert torch_cpu.forward(crops, False)[0] is None
+    assert volume.shape == (1, *full[1].volume.shape) and np.abs(volume[0].numpy() - full[1].volume).max() < 1e-5
+    assert np.abs(heatmaps.numpy() - np.stack([o.heatmaps for o in full])).max() < 1e-5
+
+
+def test_landmarks_on_the_device_are_the_numpy_ones(torch_cpu):
+    """Random maps (peaks at the borders and corners, maps with no positive cell) and the network's own."""
+    from facevox.landmarks import from_heatmaps
+    from facevox.torch_volume import landmarks_from_heatmaps
+
+    rng = np.random.default_rng(2)
+    heatmaps = rng.normal(size=(2, 68, 96, 96)).astype(np.float32)
+    for n, (i, j) in enumerate([(0, 0), (0, 95), (95, 0), (95, 95), (0, 40), (95, 41), (42, 0), (43, 95), (1, 94)]):
+        heatmaps[0, n, i, j] = 10
+    heatmaps[1, :3] = -rng.uniform(0.5, 1, (3, 96, 96))  # nothing above 0: the peak cell itself
+    heatmaps[1, 3] = -1  # ties: the first
+    depth = rng.uniform(0, 200, heatmaps.shape).astype(np.float32)
+    crops = np.stack([np.asarray(photo.resize((192, 192))) for photo in sources()[:2]])
+    with torch.inference_mode():
+        _, real, real_depth = torch_cpu.forward(crops, False)
+    for maps, depths in [(torch.from_numpy(heatmaps), torch.from_numpy(depth)), (real, real_depth)]:
+        got = landmarks_from_heatmaps(maps, depths, 192).numpy()
+        assert got.shape == (2, 68, 3) and got.dtype == np.float32
+        for n in range(2):
+            want = from_heatmaps(maps[n].numpy(), depths[n].numpy(), 192)
+            assert np.abs(got[n, :, :2] - want[:, :2]).max() < 1e-4
+            assert np.array_equal(got[n, :, 2], want[:, 2].astype(np.float32))
 
 
 def test_reconstructor_with_torch_network(torch_cpu):

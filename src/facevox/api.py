@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facevox import crop as crop_rule
-from facevox import landmarks, mesh, pose
+from facevox import mesh, pose
 from facevox.errors import NoFaceError
 from facevox.face import Face
 from facevox.faces import Detection, default_detectors, detect_faces
@@ -37,8 +37,8 @@ class Settings:
 class Reconstructor:
     """Loads the network and the face detectors once; call it on photos.
 
-    network: the volume stage, any object with VolumeModel's interface (e.g. facevox.torch_volume.TorchVolumeModel
-    on a GPU); by default VolumeModel(model_path, threads) on onnxruntime."""
+    network: the volume stage, any object with VolumeModel's interface, `surface=False` (landmarks only) included
+    (e.g. facevox.torch_volume.TorchVolumeModel on a GPU); by default VolumeModel(model_path, threads) on onnxruntime."""
 
     def __init__(self, model_path=None, detectors=None, settings: Settings | None = None, threads: int | None = None, network=None):
         self.model = network if network is not None else VolumeModel(model_path, threads=threads)
@@ -69,13 +69,14 @@ class Reconstructor:
         clock = clock or _Clock()
         size = self.model.input_size
         matrix = crop_rule.crop_matrix(detection.box, size)
-        output = self.model(crop_rule.crop_image(image, matrix, size))[0]
-        points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
-        if self.settings.refine:  # the network's landmarks give the face box exactly by the crop rule's convention
+        refine = self.settings.refine  # then the first pass needs only the landmarks
+        output = self.model(crop_rule.crop_image(image, matrix, size), surface=not refine)[0]
+        points = output.landmarks(size)
+        if refine:  # the network's landmarks give the face box exactly by the crop rule's convention
             marks = mesh.points_to_photo(points, matrix)[:, :2]
             matrix = crop_rule.crop_matrix(np.r_[marks.min(0), marks.max(0)], size)
             output = self.model(crop_rule.crop_image(image, matrix, size))[0]
-            points = landmarks.from_heatmaps(output.heatmaps, output.landmark_depth, size)
+            points = output.landmarks(size)
         clock.lap("network")
         surface = mesh.surface_from_depth(*output.front_depth())
         if self.settings.max_triangles:

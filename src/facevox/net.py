@@ -87,6 +87,11 @@ class VolumeNet(nn.Module):
 
     def forward(self, image):
         """Returns volume logits (b, D, s, s), heatmaps (b, 68, s/2, s/2), landmark depths (b, 68, s/2, s/2)."""
+        decoded = self.trunk(image)
+        return self.volume_logits(decoded), *self.landmark_maps(decoded)
+
+    def trunk(self, image):
+        """The decoded features (b, 128, s/2, s/2) that all three heads read."""
         stem = self.stem(image - 0.5)
         skip = self.stem_out(stem)
         x = self.pre(stem)
@@ -95,10 +100,14 @@ class VolumeNet(nn.Module):
             if i < len(self.merges):
                 x = x + self.merges[i](y)
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-        y = self.decode(torch.cat([y, skip], 1))
-        volume = F.interpolate(self.volume_head(y), scale_factor=2, mode="bilinear", align_corners=False)
-        landmark_depth = self.depth_head(y) * self.config.volume_depth / 4 + self.config.volume_depth / 2
-        return volume, self.heatmap_head(y), landmark_depth
+        return self.decode(torch.cat([y, skip], 1))
+
+    def volume_logits(self, decoded):
+        return F.interpolate(self.volume_head(decoded), scale_factor=2, mode="bilinear", align_corners=False)
+
+    def landmark_maps(self, decoded):
+        """Heatmaps and landmark depths (in voxels)."""
+        return self.heatmap_head(decoded), self.depth_head(decoded) * self.config.volume_depth / 4 + self.config.volume_depth / 2
 
 
 def create(name: str) -> VolumeNet:

@@ -41,6 +41,27 @@ def front_depth(volume, level: float = 0.5):
     return torch.where(mask, depth, torch.full_like(depth, float("inf"))), mask
 
 
+def landmarks_from_heatmaps(heatmaps, landmark_depth, input_size: int):
+    """facevox.landmarks.from_heatmaps on a batch of torch heatmaps and depth maps (n, 68, H, H), on their
+    device → (n, 68, 3) float32 points (x, y, k) in crop pixels, by the same rule and cell convention."""
+    import torch
+    import torch.nn.functional as F
+
+    size = heatmaps.shape[-1]
+    stride = input_size / size
+    peak = heatmaps.flatten(2).argmax(dim=2)  # (n, 68), the first maximum as numpy's argmax
+    i, j = peak // size, peak % size
+    offsets = torch.arange(-1, 2, device=heatmaps.device)
+    di, dj = offsets.repeat_interleave(3), offsets.repeat(3)  # the 3×3 neighbourhood, row by row
+    padded = F.pad(heatmaps.clamp_min(0), (1, 1, 1, 1)).flatten(2)  # cells beyond the border weigh 0
+    weights = padded.gather(2, (i[..., None] + 1 + di) * (size + 2) + j[..., None] + 1 + dj)
+    total = weights.sum(dim=2)
+    ci = torch.where(total > 0, i + (weights * di).sum(dim=2) / total, i)
+    cj = torch.where(total > 0, j + (weights * dj).sum(dim=2) / total, j)
+    depth = landmark_depth.flatten(2).gather(2, peak[..., None]).squeeze(2)
+    return torch.stack([stride * cj + (stride - 1) / 2, stride * ci + (stride - 1) / 2, depth], dim=2)
+
+
 class TorchVolumeModel:
     """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel.
     bf16: run it under bfloat16 autocast (outputs still float32)."""
@@ -61,20 +82,32 @@ class TorchVolumeModel:
         self.bf16 = bf16
         self._torch = torch
 
-    def forward(self, crops: np.ndarray):
-        """crops: (n, s, s, 3) uint8 RGB → volume (occupancy in [0, 1]), heatmaps and landmark depths:
-        float32 tensors on the device. Call it under torch.inference_mode()."""
+    def forward(self, crops, surface=True):
+        """crops: (n, s, s, 3) uint8 RGB (an array, or a host tensor) → the volume (occupancy in [0, 1]) of the
+        rows where `surface` (True, False or a bool per row; None if no row), and the heatmaps and landmark
+        depths of every row: float32 tensors on the device. Call it under torch.inference_mode()."""
         torch = self._torch
-        batch = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        crops = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
+        batch = crops.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+        rows = np.flatnonzero(np.broadcast_to(surface, len(batch)))
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            volume, heatmaps, depth = self.net(batch)
-        return torch.sigmoid(volume.float()), heatmaps.float(), depth.float()
+            decoded = self.net.trunk(batch)
+            heatmaps, depth = self.net.landmark_maps(decoded)
+            if 0 < len(rows) < len(batch):  # the volume head runs only on the rows that want it
+                decoded = decoded[torch.from_numpy(rows).to(self.device)]
+            logits = self.net.volume_logits(decoded) if len(rows) else None
+        return torch.sigmoid(logits.float()) if logits is not None else None, heatmaps.float(), depth.float()
 
-    def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop."""
+    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop, with its landmarks found on the device;
+        surface=False: the landmarks alone."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
         with self._torch.inference_mode():
-            volume, heatmaps, depth = (t.cpu().numpy() for t in self.forward(crops))
-        return [NetworkOutput(v, h, d) for v, h, d in zip(volume, heatmaps, depth)]
+            volume, heatmaps, depth = self.forward(crops, surface)
+            points = landmarks_from_heatmaps(heatmaps, depth, self.input_size).cpu().numpy().astype(np.float64)
+            if not surface:
+                return [NetworkOutput(None, None, None, points=p) for p in points]
+            volume, heatmaps, depth = (t.cpu().numpy() for t in (volume, heatmaps, depth))
+        return [NetworkOutput(v, h, d, points=p) for v, h, d, p in zip(volume, heatmaps, depth, points)]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facevox.landmarks import from_heatmaps
+
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "vrn-hg2-w192"
 
@@ -20,13 +22,20 @@ DEFAULT_MODEL = "vrn-hg2-w192"
 @dataclass
 class NetworkOutput:
     """volume (D, s, s) occupancy in [0, 1], indexed [k, y, x]; heatmaps and landmark_depth (68, H, H).
-    front: the volume's front depth and mask (`facevox.mesh.front_depth`) where the network stage
-    already made them (a GPU does it at a fraction of the cost); then the volume may be left out (None)."""
+    points: the landmarks (`landmarks`) where the network stage already found them (on a GPU); then the
+    heatmaps and depths may be left out (None). front: the volume's front depth and mask
+    (`facevox.mesh.front_depth`) where the network stage already made them (a GPU does it at a fraction of
+    the cost); then the volume may be left out. A landmarks-only pass (surface=False) may leave out both."""
 
     volume: np.ndarray | None
-    heatmaps: np.ndarray
-    landmark_depth: np.ndarray
+    heatmaps: np.ndarray | None
+    landmark_depth: np.ndarray | None
     front: tuple[np.ndarray, np.ndarray] | None = None
+    points: np.ndarray | None = None
+
+    def landmarks(self, input_size: int) -> np.ndarray:
+        """(68, 3) points (x, y, k) in crop pixels: `points`, or `facevox.landmarks.from_heatmaps`."""
+        return self.points if self.points is not None else from_heatmaps(self.heatmaps, self.landmark_depth, input_size)
 
     def front_depth(self) -> tuple[np.ndarray, np.ndarray]:
         from facevox.mesh import front_depth
@@ -55,11 +64,14 @@ class VolumeModel:
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
         self.input_size = int(self.info["input_size"])
 
-    def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop."""
+    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps
+        alone (no volume)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
         batch = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-        volume, heatmaps, depth = self.session.run(["volume", "heatmaps", "landmark_depth"], {"image": batch})
-        return [NetworkOutput(v, h, d) for v, h, d in zip(volume, heatmaps, depth)]
+        outputs = self.session.run(["volume"] * surface + ["heatmaps", "landmark_depth"], {"image": batch})
+        heatmaps, depth = outputs[-2:]
+        volumes = outputs[0] if surface else [None] * len(heatmaps)
+        return [NetworkOutput(v, h, d) for v, h, d in zip(volumes, heatmaps, depth)]

@@ -18,6 +18,8 @@ _worker: dict = {}  # this worker process's reconstructor, store and options
 def _start(options: Options, threads: int, server: ServerHandle | None) -> None:
     from facevox.batch.store import open_store
 
+    if server and server.cores:  # the network process has a core of its own
+        os.sched_setaffinity(0, server.cores)
     network = NetworkClient(server) if server else None
     _worker.update(reconstructor=make_reconstructor(options, threads, network=network), store=open_store(options.out), options=options)
 
@@ -27,9 +29,10 @@ def _step(keys: list[str]) -> list[dict]:
 
 
 def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8,
-              device: str | None = None) -> Iterator[list[dict]]:
+              device: str | None = None, reserve_core: bool = False) -> Iterator[list[dict]]:
     """Process the inputs in steps of batch_size photos; yields each step's records as it finishes.
-    device: run the network there (e.g. "cuda") in one process, batched across the workers.
+    device: run the network there (e.g. "cuda") in one process, batched across the workers; reserve_core:
+    keep that process to a core of its own (NetworkServer's reserve_core).
     Closing the iterator early (or Ctrl-C) cancels the steps not started; finished ones stay written."""
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(keys)))
@@ -37,7 +40,8 @@ def run_local(keys: list[str], options: Options, workers: int | None = None, bat
     with ExitStack() as stack:
         server = None
         if device:
-            server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid)).handle
+            server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid,
+                                                         reserve_core=reserve_core)).handle
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                    initargs=(options, max(1, cores // workers), server))
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)

@@ -3,12 +3,15 @@
 Each worker keeps its whole Reconstructor but the network: a `NetworkClient` (VolumeModel's interface)
 hands its crops to the `NetworkServer` process, which owns TorchVolumeModel on the device and runs the
 requests queued at that moment, up to max_batch, as one batch (it never waits for more). Data moves
-through one shared-memory block with a slot per worker: a crop in; the volume's front depth and
-mask (made on the device, `facevox.torch_volume.front_depth`: all the surface mesh needs), the
-heatmaps and landmark depths out, and the volume itself as uint8 (round(occupancy × 255)) only where
-a solid is wanted (STL). The queues carry only slot numbers and error messages. A server that dies,
+through one shared-memory block with a slot per worker: a crop and its `surface` flag in; the 68
+landmarks (68, 3) out, found on the device (`facevox.torch_volume.landmarks_from_heatmaps`), and, where
+the flag asks for the surface (not for the first of the two passes, which needs only the landmarks),
+the volume's front depth and mask (`facevox.torch_volume.front_depth`: all the surface mesh needs) and
+the volume itself as uint8 (round(occupancy × 255)) only where a solid is wanted (STL). The server
+copies each output of a batch from the device at once, into a staging buffer (pinned on CUDA), and
+from there into the slots. The queues carry only slot numbers and error messages. A server that dies,
 or stops its heartbeat, makes every client raise NetworkServerError within `timeout` seconds, and the
-batch stops (no photo is recorded as failed).
+batch stops (no photo is recorded as failed). reserve_core: the server gets a core of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 
 import numpy as np
 
@@ -34,9 +38,9 @@ class NetworkServerError(RuntimeError):
 
 
 def _layout(info: dict, volume: bool) -> dict[str, tuple[tuple[int, ...], type]]:
-    s, d, n, h = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks", "heatmap_size"))
-    layout = {"crops": ((s, s, 3), np.uint8), "front": ((s, s), np.float32), "mask": ((s, s), np.bool_),
-              "heatmaps": ((n, h, h), np.float32), "depth": ((n, h, h), np.float32)}
+    s, d, n = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks"))
+    layout = {"crops": ((s, s, 3), np.uint8), "surface": ((), np.bool_), "points": ((n, 3), np.float32),
+              "front": ((s, s), np.float32), "mask": ((s, s), np.bool_)}
     return layout | ({"volume": ((d, s, s), np.uint8)} if volume else {})
 
 
@@ -46,8 +50,9 @@ def block_size(info: dict, slots: int, volume: bool = False) -> int:
 
 
 def slot_arrays(buffer, info: dict, slots: int, volume: bool = False) -> dict[str, np.ndarray]:
-    """The block as arrays with one row per slot: crops (s, s, 3) uint8, front depth (s, s) float32 and
-    mask (s, s) bool, heatmaps and depth (68, H, H) float32, and (if `volume`) the volume (D, s, s) uint8."""
+    """The block as arrays with one row per slot: crops (s, s, 3) uint8, surface (a bool: the front depth
+    wanted), points (68, 3) float32, front depth (s, s) float32 and mask (s, s) bool, and (if `volume`)
+    the volume (D, s, s) uint8."""
     arrays, offset = {}, 0
     for name, (shape, dtype) in _layout(info, volume).items():
         arrays[name] = np.ndarray((slots, *shape), dtype, buffer, offset)
@@ -55,36 +60,39 @@ def slot_arrays(buffer, info: dict, slots: int, volume: bool = False) -> dict[st
     return arrays
 
 
-def pin(buffer) -> bool:
-    """Page-lock host memory for the GPU's copies into it (cudaHostRegister); False if refused, and then
-    copies go through pageable memory, slower."""
+def staging(info: dict, max_batch: int, volume: bool, device) -> dict:
+    """Host tensors for a batch's crops and outputs (as the block's rows), page-locked on CUDA, so that
+    each array crosses between host and device in one direct copy."""
     import torch
 
-    address = torch.frombuffer(buffer, dtype=torch.uint8).data_ptr()
-    if int(torch.cuda.cudart().cudaHostRegister(address, len(buffer), 0)) == 0:
-        return True
-    try:  # the refusal is left as CUDA's last error: a launch check reads (and clears) it here, not in the network
-        torch.ones(1, device="cuda").add_(1)
-    except RuntimeError:
-        pass
-    return False
+    buffers = {name: torch.from_numpy(np.empty((max_batch, *shape), dtype)) for name, (shape, dtype) in _layout(info, volume).items()
+               if name != "surface"}
+    return {name: b.pin_memory() for name, b in buffers.items()} if torch.device(device).type == "cuda" else buffers
 
 
-def answer(model, arrays: dict[str, np.ndarray], slots: list[int]) -> None:
-    """Run the crops in these slots through the network as one batch; write each one's outputs to its slot."""
+def answer(model, arrays: dict[str, np.ndarray], slots: list[int], buffers: dict) -> None:
+    """Run the crops in these slots through the network as one batch (through `staging` buffers); write each
+    one's landmarks to its slot, and its front depth and mask (and volume) if its surface flag is set."""
     import torch
 
-    from facevox.torch_volume import front_depth
+    from facevox.torch_volume import front_depth, landmarks_from_heatmaps
 
+    buffers["crops"][:len(slots)].numpy()[...] = arrays["crops"][slots]
+    surface = arrays["surface"][slots]
+    full = [slot for slot, wanted in zip(slots, surface) if wanted]
     with torch.inference_mode():
-        volume, heatmaps, depth = model.forward(arrays["crops"][slots])
-        front, mask = front_depth(volume)
-        outputs = {"front": front, "mask": mask, "heatmaps": heatmaps, "depth": depth}
-        if "volume" in arrays:
-            outputs["volume"] = volume.mul_(255).round_().to(torch.uint8)
-        for i, slot in enumerate(slots):
-            for name, tensor in outputs.items():
-                torch.from_numpy(arrays[name][slot]).copy_(tensor[i])
+        volume, heatmaps, depth = model.forward(buffers["crops"][:len(slots)], surface)
+        outputs = {"points": landmarks_from_heatmaps(heatmaps, depth, model.input_size)}
+        if full:
+            outputs["front"], outputs["mask"] = front_depth(volume)
+            if "volume" in arrays:
+                outputs["volume"] = volume.mul_(255).round_().to(torch.uint8)
+        for name, tensor in outputs.items():
+            buffers[name][:len(tensor)].copy_(tensor, non_blocking=True)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+    for name, tensor in outputs.items():
+        arrays[name][slots if name == "points" else full] = buffers[name][:len(tensor)].numpy()
 
 
 @dataclass
@@ -100,14 +108,34 @@ class ServerHandle:
     heartbeat: object  # shared double: time.time() of the server's last sign of life
     claimed: object  # shared int: slots handed to clients so far
     timeout: float
+    cores: tuple[int, ...] | None = None  # the cores the workers keep to (reserve_core), else None: all
+
+
+def split_cores() -> tuple[int, tuple[int, ...]] | None:
+    """With 4 usable cores or more: one for the server, and the rest, less its hyperthread siblings, for
+    the workers; else None."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(usable) < 4:
+        return None
+    core, siblings = usable[-1], {usable[-1]}
+    try:  # e.g. "7,15" or "14-15"
+        for part in Path(f"/sys/devices/system/cpu/cpu{core}/topology/thread_siblings_list").read_text().strip().split(","):
+            first, _, last = part.partition("-")
+            siblings.update(range(int(first), int(last or first) + 1))
+    except (OSError, ValueError):
+        pass
+    return core, tuple(c for c in usable if c not in siblings)
 
 
 class NetworkServer:
     """The network process and its shared memory, for up to `slots` clients. A context manager: leaving
-    it stops the process and frees the memory. facts: the device's name and whether the block is pinned."""
+    it stops the process and frees the memory. facts: the device's name and the process's core (or None).
+    reserve_core (on 4 usable cores or more): the process keeps to one core (`split_cores`) and the
+    handle's `cores` name the others, for the clients' processes to keep to (the local engine's workers
+    do), so that they never starve it."""
 
     def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, bf16: bool = False,
-                 timeout: float = 10.0, volume: bool = False):
+                 timeout: float = 10.0, volume: bool = False, reserve_core: bool = False):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
         size = block_size(info, slots, volume)
@@ -116,11 +144,12 @@ class NetworkServer:
             if room.f_bavail * room.f_frsize < size:
                 raise NetworkServerError(f"shared memory for {slots} workers needs {size / 2**20:.0f} MiB, more than "
                                          f"/dev/shm has free (fewer --workers, or Docker's --shm-size)")
+        core, cores = (reserve_core and split_cores()) or (None, None)
         self._block = SharedMemory(create=True, size=size)
         self.handle = ServerHandle(self._block.name, info, slots, volume, context.Queue(), [context.Queue() for _ in range(slots)],
-                                   context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout)
+                                   context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout, cores)
         status = context.Queue()
-        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, bf16, status),
+        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, bf16, core, status),
                                        name="facevox-network", daemon=True)
         self.process.start()
         try:
@@ -162,9 +191,11 @@ def _wait_until_ready(process, status) -> dict:
     raise NetworkServerError(f"the network process did not start within {START_TIMEOUT:.0f} s")
 
 
-def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: bool, status) -> None:
+def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: bool, core: int | None, status) -> None:
     """The server process: load the network, then answer batches of requests until told to stop."""
     try:
+        if core is not None:  # before torch starts its threads: they inherit it
+            os.sched_setaffinity(0, {core})
         import torch
 
         from facevox.torch_volume import TorchVolumeModel
@@ -172,11 +203,12 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: b
         model = TorchVolumeModel(path, device, bf16)
         block = SharedMemory(handle.block)
         arrays = slot_arrays(block.buf, handle.info, handle.slots, handle.volume)
+        buffers = staging(handle.info, min(max_batch, handle.slots), handle.volume, model.device)
         cuda = model.device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True
         facts = {"device": torch.cuda.get_device_name(model.device) if cuda else str(model.device),
-                 "pinned": cuda and pin(block.buf), "max_batch": max_batch, "bf16": bf16}
+                 "core": core, "max_batch": max_batch, "bf16": bf16}
     except Exception as error:
         status.put(f"{type(error).__name__}: {error}")
         return
@@ -198,7 +230,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: b
         work = [slot for slot in slots if slot is not None]
         try:
             if work:
-                answer(model, arrays, work)
+                answer(model, arrays, work, buffers)
             error = None
         except Exception as failure:  # e.g. CUDA out of memory: these clients raise; the engine stops
             error = f"{type(failure).__name__}: {failure}"
@@ -228,17 +260,18 @@ class NetworkClient:
         self.info = handle.info
         self.input_size = int(handle.info["input_size"])
         self._block = SharedMemory(handle.block)
-        self._arrays = {name: array[self.slot] for name, array in slot_arrays(self._block.buf, handle.info, handle.slots, handle.volume).items()}
+        self._arrays = {name: array[self.slot, ...] for name, array in slot_arrays(self._block.buf, handle.info, handle.slots, handle.volume).items()}
 
-    def __call__(self, crops: np.ndarray) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop (with its front depth; the volume,
-        the uint8 / 255, only if the server sends it)."""
+    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop: its landmarks (points), and its
+        front depth unless surface=False (the volume, the uint8 / 255, only if the server sends it)."""
         crops = np.asarray(crops)
-        return [self._one(crop) for crop in (crops[None] if crops.ndim == 3 else crops)]
+        return [self._one(crop, surface) for crop in (crops[None] if crops.ndim == 3 else crops)]
 
-    def _one(self, crop: np.ndarray) -> NetworkOutput:
+    def _one(self, crop: np.ndarray, surface: bool) -> NetworkOutput:
         arrays = self._arrays
         arrays["crops"][...] = crop
+        arrays["surface"][...] = surface
         self.handle.requests.put(self.slot)
         while True:
             try:
@@ -250,6 +283,9 @@ class NetworkClient:
                     raise NetworkServerError(f"the network process has not answered for {silent:.0f} s (it died or hangs)") from None
         if error:
             raise NetworkServerError(f"the network process failed: {error}")
+        points = arrays["points"].astype(np.float64)
+        if not surface:
+            return NetworkOutput(None, None, None, points=points)
         volume = np.divide(arrays["volume"], 255, dtype=np.float32) if "volume" in arrays else None
         front = (arrays["front"].astype(np.float64), arrays["mask"].copy())
-        return NetworkOutput(volume, arrays["heatmaps"].copy(), arrays["depth"].copy(), front)
+        return NetworkOutput(volume, None, None, front, points)
