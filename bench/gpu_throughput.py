@@ -28,8 +28,8 @@ Measured, in this order:
     (nvidia-smi, sampled every 0.5 s);
   network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
     on the device, outputs copied into host memory as the server does) and the forward alone, for a
-    full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in fp32
-    and, on CUDA, under bf16 autocast, with how far bf16's landmarks and volume are from fp32's;
+    full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in the
+    --precision of the end-to-end run (bench/network_formats.py compares the formats' speed and outputs);
   cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
     detect, mesh, colour, write) and measured here (crop: twice per face); the faces/s that the
     machine's cores sustain for them, from the workers' CPU time per face.
@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # spawned workers inherit this
 
 import numpy as np  # noqa: E402
+
+from facevox.torch_volume import PRECISIONS  # noqa: E402
 
 
 def inputs(photos: str | None, count: int, scratch: Path) -> tuple[list[str], str]:
@@ -104,7 +106,7 @@ class GpuSampler(threading.Thread):
                 "max_memory_mib": float(memory.max())}
 
 
-def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, reserve_core: bool) -> dict:
+def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, reserve_core: bool, precision: str) -> dict:
     """The local engine with the shared network process, timed; stage seconds per face from its index."""
     import pyarrow.compute as pc
 
@@ -121,7 +123,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
     if sampler:
         sampler.start()
     first, faces_after_first = None, 0
-    for records in run(pending, options, "local", workers=workers, device=device, reserve_core=reserve_core):
+    for records in run(pending, options, "local", workers=workers, device=device, reserve_core=reserve_core, precision=precision):
         if first is None:
             first = time.perf_counter()
         else:
@@ -134,7 +136,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
     per_face = {stage: round(pc.sum(done[f"time_{stage}"]).as_py() / faces, 5) for stage in timed_stages}
     return {
         "photos": index.num_rows, "faces": faces, "done": done.num_rows, "workers": workers,
-        "reserve_core": reserve_core, "server_core_reserved": reserve_core and split_cores() is not None,
+        "precision": precision, "reserve_core": reserve_core, "server_core_reserved": reserve_core and split_cores() is not None,
         "seconds": round(end - start, 2), "faces_per_second": round(faces / (end - start), 2),
         "faces_per_second_after_first_step": round(faces_after_first / (end - first), 2) if end > first else None,
         "worker_seconds_per_face": per_face,
@@ -178,7 +180,7 @@ def timed(step, minimum: float = 1.5, least: int = 3) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int], bf16: bool) -> dict:
+def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int], precision: str) -> dict:
     """Crops/s of the server's batch step (into `arrays`, host memory laid out as the server's shared
     block) and of the forward alone, for full passes and landmarks-only passes; faces/s (one pass of
     each per face) of the step."""
@@ -187,7 +189,7 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
     from facevox.batch.network_server import answer, staging
     from facevox.torch_volume import TorchVolumeModel
 
-    model = TorchVolumeModel(model_path, device, bf16)
+    model = TorchVolumeModel(model_path, device, precision)
     cuda = model.device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda
     buffers = staging(model.info, max(batch_sizes), "volume" in arrays, model.device)
@@ -206,23 +208,7 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
             row[f"forward_{kind}_ms"] = round(timed(forward) * 1e3, 2)
         step, compute = (row[f"{what}_full_ms"] + row[f"{what}_landmarks_ms"] for what in ("server_step", "forward"))
         rows.append(row | {"server_step_faces_per_second": round(size / step * 1e3, 1), "forward_faces_per_second": round(size / compute * 1e3, 1)})
-    return {"precision": "bf16 autocast" if bf16 else "fp32", "pinned_host_memory": cuda, "rows": rows}
-
-
-def bf16_difference(model_path, device: str, crops: np.ndarray) -> dict:
-    """How far bf16 autocast's landmarks (crop px) and volume (IoU at 0.5) are from fp32's."""
-    from facevox.torch_volume import TorchVolumeModel
-
-    fp32, bf16 = (TorchVolumeModel(model_path, device, flag)(crops[:16]) for flag in (False, True))
-    size = int(crops.shape[1])
-    shifts, ious = [], []
-    for a, b in zip(fp32, bf16):
-        pa, pb = (o.landmarks(size) for o in (a, b))
-        shifts.append(np.abs(pa[:, :2] - pb[:, :2]).max())
-        va, vb = a.volume > 0.5, b.volume > 0.5
-        ious.append((va & vb).sum() / max((va | vb).sum(), 1))
-    result = {"max_landmark_shift_px": round(float(max(shifts)), 3), "min_volume_iou": round(float(min(ious)), 4)}
-    return result | {"matches": result["max_landmark_shift_px"] <= 0.5 and result["min_volume_iou"] >= 0.99}
+    return {"precision": precision, "pinned_host_memory": cuda, "rows": rows}
 
 
 def machine(device: str) -> dict:
@@ -245,6 +231,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch-sizes", help="network alone; default 1,16,64 on CUDA, 1,4 on a CPU (and --workers)")
     parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the network's number format (end to end and alone)")
     parser.add_argument("--reserve-core", action="store_true", help="the network process on a core of its own (NetworkServer's reserve_core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_throughput.json")
     args = parser.parse_args()
@@ -257,23 +244,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         keys, root = inputs(args.photos, args.count, Path(scratch))
-        result = end_to_end(keys, root, f"{scratch}/out", args.device, args.workers, args.reserve_core)
+        result = end_to_end(keys, root, f"{scratch}/out", args.device, args.workers, args.reserve_core, args.precision)
         info = model_files(args.model)[1]
         crops, crop_seconds = face_crops(keys, int(info["input_size"]))
     arrays = slot_arrays(np.empty(block_size(info, max(sizes)), np.uint8), info, max(sizes))
     arrays["crops"][:] = crops[np.arange(max(sizes)) % len(crops)]
-    networks = [network_alone(args.model, args.device, arrays, sizes, False)]
-    bf16 = bf16_difference(args.model, args.device, crops) if cuda else None
-    if cuda:
-        networks.append(network_alone(args.model, args.device, arrays, sizes, True))
+    network = network_alone(args.model, args.device, arrays, sizes, args.precision)
 
     worker = result["worker_seconds_per_face"]
     cpu_stages = {stage: seconds for stage, seconds in worker.items() if stage != "network"}
     cpu_stages["crop"] = round(2 * crop_seconds, 5)
     cores = os.cpu_count()
     cpu_rate = cores / result["worker_cpu_seconds_per_face"]
-    usable = [n for n in networks if n["precision"] == "fp32" or (bf16 and bf16["matches"])]
-    network_rate = max(row["server_step_faces_per_second"] for n in usable for row in n["rows"] if row["batch"] == args.workers)
+    network_rate = next(row["server_step_faces_per_second"] for row in network["rows"] if row["batch"] == args.workers)
     slowest_cpu = max(cpu_stages, key=cpu_stages.get)
     report = {
         "what": f"facevox batch --device {args.device} (local engine, one shared network process) on {len(keys)} inputs "
@@ -281,8 +264,7 @@ def main() -> None:
                 "then each stage alone (see bench/gpu_throughput.py)",
         "machine": machine(args.device),
         "end_to_end": result,
-        "network": networks,
-        "bf16_vs_fp32": bf16,
+        "network": network,
         "cpu_stages": {"worker_seconds_per_face": cpu_stages, "worker_cpu_seconds_per_face": result["worker_cpu_seconds_per_face"],
                        "faces_per_second_on_all_cores": round(cpu_rate, 1)},
         "bottleneck": {

@@ -62,11 +62,15 @@ def landmarks_from_heatmaps(heatmaps, landmark_depth, input_size: int):
     return torch.stack([stride * cj + (stride - 1) / 2, stride * ci + (stride - 1) / 2, depth], dim=2)
 
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 class TorchVolumeModel:
     """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel.
-    bf16: run it under bfloat16 autocast (outputs still float32)."""
+    precision: "fp32", or the whole network in "fp16" / "bf16" (channels-last layout, for tensor cores);
+    outputs are float32 either way (bench/network_formats.py measures what each costs and changes)."""
 
-    def __init__(self, path=None, device: str = "cuda", bf16: bool = False):
+    def __init__(self, path=None, device: str = "cuda", precision: str = "fp32"):
         import torch
 
         from facevox.net import NetConfig, VolumeNet
@@ -78,8 +82,12 @@ class TorchVolumeModel:
         self.net = VolumeNet(config)
         from_onnx(self.net, self.path)
         self.device = torch.device(device)
-        self.net = self.net.to(self.device).eval()
-        self.bf16 = bf16
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+        self.precision = precision
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.memory_format = torch.contiguous_format if precision == "fp32" else torch.channels_last
+        self.net = self.net.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         self._torch = torch
 
     def forward(self, crops, surface=True):
@@ -88,14 +96,14 @@ class TorchVolumeModel:
         depths of every row: float32 tensors on the device. Call it under torch.inference_mode()."""
         torch = self._torch
         crops = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
-        batch = crops.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+        batch = crops.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype) / 255.0
+        batch = batch.contiguous(memory_format=self.memory_format)
         rows = np.flatnonzero(np.broadcast_to(surface, len(batch)))
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            decoded = self.net.trunk(batch)
-            heatmaps, depth = self.net.landmark_maps(decoded)
-            if 0 < len(rows) < len(batch):  # the volume head runs only on the rows that want it
-                decoded = decoded[torch.from_numpy(rows).to(self.device)]
-            logits = self.net.volume_logits(decoded) if len(rows) else None
+        decoded = self.net.trunk(batch)
+        heatmaps, depth = self.net.landmark_maps(decoded)
+        if 0 < len(rows) < len(batch):  # the volume head runs only on the rows that want it
+            decoded = decoded[torch.from_numpy(rows).to(self.device)]
+        logits = self.net.volume_logits(decoded) if len(rows) else None
         return torch.sigmoid(logits.float()) if logits is not None else None, heatmaps.float(), depth.float()
 
     def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:

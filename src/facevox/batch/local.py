@@ -29,10 +29,11 @@ def _step(keys: list[str]) -> list[dict]:
 
 
 def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8,
-              device: str | None = None, reserve_core: bool = False) -> Iterator[list[dict]]:
+              device: str | None = None, reserve_core: bool = False, precision: str = "fp32") -> Iterator[list[dict]]:
     """Process the inputs in steps of batch_size photos; yields each step's records as it finishes.
     device: run the network there (e.g. "cuda") in one process, batched across the workers; reserve_core:
-    keep that process to a core of its own (NetworkServer's reserve_core).
+    keep that process to a core of its own (NetworkServer's reserve_core); precision: the network's
+    number format there (facevox.torch_volume.TorchVolumeModel).
     Closing the iterator early (or Ctrl-C) cancels the steps not started; finished ones stay written."""
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(keys)))
@@ -41,7 +42,7 @@ def run_local(keys: list[str], options: Options, workers: int | None = None, bat
         server = None
         if device:
             server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid,
-                                                         reserve_core=reserve_core)).handle
+                                                         reserve_core=reserve_core, precision=precision)).handle
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                    initargs=(options, max(1, cores // workers), server))
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)

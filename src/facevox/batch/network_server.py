@@ -134,7 +134,7 @@ class NetworkServer:
     handle's `cores` name the others, for the clients' processes to keep to (the local engine's workers
     do), so that they never starve it."""
 
-    def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, bf16: bool = False,
+    def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, precision: str = "fp32",
                  timeout: float = 10.0, volume: bool = False, reserve_core: bool = False):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
@@ -149,7 +149,7 @@ class NetworkServer:
         self.handle = ServerHandle(self._block.name, info, slots, volume, context.Queue(), [context.Queue() for _ in range(slots)],
                                    context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout, cores)
         status = context.Queue()
-        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, bf16, core, status),
+        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, precision, core, status),
                                        name="facevox-network", daemon=True)
         self.process.start()
         try:
@@ -191,7 +191,7 @@ def _wait_until_ready(process, status) -> dict:
     raise NetworkServerError(f"the network process did not start within {START_TIMEOUT:.0f} s")
 
 
-def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: bool, core: int | None, status) -> None:
+def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precision: str, core: int | None, status) -> None:
     """The server process: load the network, then answer batches of requests until told to stop."""
     try:
         if core is not None:  # before torch starts its threads: they inherit it
@@ -200,7 +200,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: b
 
         from facevox.torch_volume import TorchVolumeModel
 
-        model = TorchVolumeModel(path, device, bf16)
+        model = TorchVolumeModel(path, device, precision)
         block = SharedMemory(handle.block)
         arrays = slot_arrays(block.buf, handle.info, handle.slots, handle.volume)
         buffers = staging(handle.info, min(max_batch, handle.slots), handle.volume, model.device)
@@ -208,7 +208,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, bf16: b
         if cuda:
             torch.backends.cudnn.benchmark = True
         facts = {"device": torch.cuda.get_device_name(model.device) if cuda else str(model.device),
-                 "core": core, "max_batch": max_batch, "bf16": bf16}
+                 "core": core, "max_batch": max_batch, "precision": precision}
     except Exception as error:
         status.put(f"{type(error).__name__}: {error}")
         return
