@@ -107,20 +107,24 @@ def height_field(depth: np.ndarray, mask: np.ndarray) -> Mesh:
     """A mesh of a depth map in crop coordinates: a vertex (x, y, depth) at every masked pixel; each
     2×2 block of pixels gives two triangles when all four are masked, one when three are."""
     h, w = mask.shape
-    pixels = np.flatnonzero(mask)
-    ids = np.full(h * w, -1, np.int64)
+    # Flat indices over the mask with an empty column on the right and an empty row below: a block's
+    # corners are p, p + 1, p + row and p + row + 1, and none wraps into the next row.
+    row = w + 1
+    padded = np.zeros((h + 1, row), bool)
+    padded[:h, :w] = mask
+    flat = padded.ravel()
+    pixels = np.flatnonzero(flat)
+    ids = np.full(flat.size, -1, np.int64)
     ids[pixels] = np.arange(len(pixels))
     vertices = np.empty((len(pixels), 3))
-    vertices[:, 1], vertices[:, 0] = np.divmod(pixels, w)
+    vertices[:, 1], vertices[:, 0] = np.divmod(pixels, row)
     vertices[:, 2] = depth[mask]
-    tl, tr, bl, br = mask[:-1, :-1], mask[:-1, 1:], mask[1:, :-1], mask[1:, 1:]
-    # Corners (offsets from a block's top-left pixel) ordered so that normals face the camera (−z);
-    # the last two triangles need the block's fourth corner absent.
-    triangles = []  # each (3, n): corner by corner, so that numpy's passes run along the triangles
-    for corners, present in (((0, w, 1), tl & bl & tr), ((1, w, w + 1), tr & bl & br),
-                             ((0, w + 1, 1), tl & br & tr & ~bl), ((0, w, w + 1), tl & bl & br & ~tr)):
-        rows, cols = np.nonzero(present)
-        triangles.append(ids.take(np.add.outer(corners, rows * w + cols)))
+    tl, tr, bl, br = flat[: -row - 1], flat[1:-row], flat[row:-1], flat[row + 1 :]
+    # Corners ordered so that normals face the camera (−z); the last two triangles need the block's
+    # fourth corner absent. Each is made (3, n), corner by corner: numpy runs along the triangles.
+    triangles = [ids.take(np.add.outer(corners, np.flatnonzero(present))) for corners, present in (
+        ((0, row, 1), tl & bl & tr), ((1, row, row + 1), tr & bl & br),
+        ((0, row + 1, 1), tl & br & tr & ~bl), ((0, row, row + 1), tl & bl & br & ~tr))]
     return Mesh(vertices, np.concatenate([corners.T for corners in triangles]))
 
 
@@ -132,11 +136,12 @@ def limit_outline(depth: np.ndarray, mask: np.ndarray, slope: float = OUTLINE_SL
 
     A ring is the pixels of the mask with a done pixel beside them (4-neighbours); each is limited by
     its shallowest done pixel among its 8 neighbours. Only the band outside the eroded mask is visited."""
-    from scipy import ndimage
-
     inside = np.pad(mask, 1)  # an empty border: every neighbour of a mask pixel has a flat index
     limited = np.pad(depth, 1, constant_values=np.inf)
-    done = ndimage.binary_erosion(inside, iterations=width).ravel()
+    done = inside.copy()
+    for _ in range(width):  # erosion by the 4-neighbour cross; the border stays empty
+        done[1:-1, 1:-1] = done[1:-1, 1:-1] & done[:-2, 1:-1] & done[2:, 1:-1] & done[1:-1, :-2] & done[1:-1, 2:]
+    done = done.ravel()
     depths, row = limited.ravel(), inside.shape[1]
     known = np.where(done, depths, np.inf)  # the depths of done pixels
     sides = np.array([-row, -1, 1, row])
@@ -162,24 +167,26 @@ def large_pieces(mask: np.ndarray, share: float = PIECE_SHARE) -> np.ndarray:
     from scipy import ndimage
 
     corners = mask[:-1, :-1].astype(np.uint8) + mask[:-1, 1:] + mask[1:, :-1] + mask[1:, 1:]
-    pieces, count = ndimage.label(corners >= 3)
-    if count == 0:
-        return np.zeros_like(mask)
-    shared = mask[1:-1, 1:-1]
-    links = [(a[join], b[join]) for a, b in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1]))
-             for join in [shared & (a > 0) & (b > 0) & (a != b)]]
-    starts, ends = np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
-    if len(starts):
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
+    kept = corners >= 3
+    pieces, count = ndimage.label(kept)
+    if count > 1:
+        shared = mask[1:-1, 1:-1]
+        links = [(a[join], b[join]) for a, b in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1]))
+                 for join in [shared & (a > 0) & (b > 0) & (a != b)]]
+        starts, ends = np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
+        if len(starts):
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
 
-        graph = coo_matrix((np.ones(len(starts)), (starts, ends)), shape=(count + 1,) * 2)
-        pieces = connected_components(graph, directed=False)[1][pieces]
-    sizes = np.bincount(pieces.ravel(), weights=np.maximum(corners, 2).ravel() - 2)  # triangles per piece
-    kept = (sizes >= share * sizes.max())[pieces]
-    used = np.zeros_like(mask)
-    for rows, cols in ((slice(None, -1), slice(None, -1)), (slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)), (slice(1, None), slice(1, None))):
-        used[rows, cols] |= kept
+            graph = coo_matrix((np.ones(len(starts)), (starts, ends)), shape=(count + 1,) * 2)
+            pieces = connected_components(graph, directed=False)[1][pieces]
+        sizes = np.bincount(pieces.ravel(), weights=np.maximum(corners, 2).ravel() - 2)  # triangles per piece
+        kept &= (sizes >= share * sizes.max())[pieces]
+    used = np.zeros_like(mask)  # the pixels of the kept blocks
+    used[:-1, :-1] |= kept
+    used[:-1, 1:] |= kept
+    used[1:, :-1] |= kept
+    used[1:, 1:] |= kept
     return used & mask
 
 
