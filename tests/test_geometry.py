@@ -178,7 +178,7 @@ def test_large_pieces_match_the_triangles_shared_vertices(seed):
         h, w = rng.integers(2, 30, 2)
         mask = rng.random((h, w)) < rng.uniform(0.3, 0.9)
         depth = np.where(mask, rng.uniform(0, 50, (h, w)), np.inf)
-        for share in (1.0, mesh.PIECE_SHARE, 0.5):
+        for share in (1.0, mesh.PIECE_SHARE, 0.5, 0.0):
             vertices, triangles = triangle_pieces_reference(depth, mask, share)
             surface = mesh.height_field(depth, mesh.large_pieces(mask, share))
             assert np.array_equal(surface.vertices, vertices) and np.array_equal(surface.triangles, triangles)
