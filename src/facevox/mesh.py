@@ -171,9 +171,12 @@ def large_pieces(mask: np.ndarray, share: float = PIECE_SHARE) -> np.ndarray:
     pieces, count = ndimage.label(kept)
     if count > 1:
         shared = mask[1:-1, 1:-1]
-        links = [(a[join], b[join]) for a, b in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1]))
-                 for join in [shared & (a > 0) & (b > 0) & (a != b)]]
-        starts, ends = np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
+        starts, ends = [], []
+        for a, b in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1])):  # diagonal neighbours
+            join = shared & (a > 0) & (b > 0) & (a != b)
+            starts.append(a[join])
+            ends.append(b[join])
+        starts, ends = np.concatenate(starts), np.concatenate(ends)
         if len(starts):
             from scipy.sparse import coo_matrix
             from scipy.sparse.csgraph import connected_components
