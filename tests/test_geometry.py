@@ -149,3 +149,82 @@ def test_surface_mesh_keeps_every_large_piece_and_drops_islands():
     assert (np.abs(ks[xs < 46] - 40) <= 1).mean() > 0.95 and (xs < 46).sum() > 1000
     assert (np.abs(ks[xs > 50] - 90) <= 1).mean() > 0.95 and (xs > 50).sum() > 1000
     assert not ((ks < 30).any())
+
+
+def triangle_pieces_reference(depth, mask, share):
+    """The height field's pieces by vertices shared between triangles (a sparse graph): the slow,
+    plain definition that `mesh.large_pieces` must agree with."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    surface = mesh.height_field(depth, mask)
+    triangles = surface.triangles
+    if len(triangles) == 0:
+        return np.zeros((0, 3)), triangles
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(surface.vertices),) * 2)
+    labels = connected_components(graph, directed=False)[1][triangles[:, 0]]
+    sizes = np.bincount(labels)
+    kept = triangles[sizes[labels] >= share * sizes.max()]
+    used, remap = np.unique(kept, return_inverse=True)
+    return surface.vertices[used], remap.reshape(-1, 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_large_pieces_match_the_triangles_shared_vertices(seed):
+    """Random masks have many pieces, diagonal contacts through masked and unmasked pixels, and lone pixels."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        h, w = rng.integers(2, 30, 2)
+        mask = rng.random((h, w)) < rng.uniform(0.3, 0.9)
+        depth = np.where(mask, rng.uniform(0, 50, (h, w)), np.inf)
+        for share in (1.0, mesh.PIECE_SHARE, 0.5, 0.0):
+            vertices, triangles = triangle_pieces_reference(depth, mask, share)
+            surface = mesh.height_field(depth, mesh.large_pieces(mask, share))
+            assert np.array_equal(surface.vertices, vertices) and np.array_equal(surface.triangles, triangles)
+
+
+def test_diagonal_blocks_join_only_through_a_masked_pixel():
+    """2×2 blocks that touch at a corner are one piece when that pixel is masked (a shared vertex)."""
+    joined = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 1, 1], [0, 0, 1, 1]], bool)  # blocks (0, 0), (1, 1) share (1, 1)
+    assert np.array_equal(mesh.large_pieces(joined, 1.0), joined)
+    apart = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]], bool)  # (1, 1) unmasked: two pieces
+    kept = apart.copy()
+    kept[:2, :2] = False  # the smaller piece (one triangle) is dropped
+    assert np.array_equal(mesh.large_pieces(apart, 1.0), kept)
+
+
+def test_surface_drops_the_small_piece_and_keeps_coordinates():
+    depth = np.full((30, 40), 12.0)
+    mask = np.zeros((30, 40), bool)
+    mask[0:20, 25:40] = True  # the face, touching the image's edges
+    mask[25:28, 2:5] = True  # a small island: dropped
+    mask[29, 0] = True  # a lone pixel: no triangle
+    surface = mesh.surface_from_depth(depth, mask)
+    assert len(surface.vertices) == 20 * 15 and len(surface.triangles) == 2 * 19 * 14
+    assert surface.vertices[:, 0].min() == 25 and surface.vertices[:, 0].max() == 39
+    assert surface.vertices[:, 1].min() == 0 and surface.vertices[:, 1].max() == 19
+    whole = mesh.height_field(mesh.limit_outline(depth, mask), mask)
+    assert np.array_equal(surface.vertices, whole.vertices[(whole.vertices[:, 0] >= 25)])
+
+
+def test_empty_mask_gives_an_empty_surface():
+    for mask in (np.zeros((8, 8), bool), np.eye(8, dtype=bool)):
+        surface = mesh.surface_from_depth(np.where(mask, 5.0, np.inf), mask)
+        assert surface.vertices.shape == (0, 3) and surface.triangles.shape == (0, 3)
+        assert surface.triangles.dtype == np.int64
+
+
+def test_outline_limit_matches_its_ring_by_ring_definition():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        mask = ndimage.binary_opening(rng.random((40, 50)) < 0.7) | (rng.random((40, 50)) < 0.05)
+        depth = np.where(mask, rng.uniform(0, 100, mask.shape), np.inf)
+        expected, done = depth.copy(), ndimage.binary_erosion(mask, iterations=mesh.OUTLINE_WIDTH)
+        while (ring := ndimage.binary_dilation(done) & mask & ~done).any():
+            inner = ndimage.grey_erosion(np.where(done, expected, np.inf), size=(3, 3), mode="constant", cval=np.inf)
+            expected[ring] = np.minimum(expected[ring], inner[ring] + mesh.OUTLINE_SLOPE)
+            done |= ring
+        assert np.array_equal(mesh.limit_outline(depth, mask), expected)

@@ -134,3 +134,51 @@ def test_no_usable_detector_is_a_clear_error(monkeypatch):
     monkeypatch.delattr(cv2, "CascadeClassifier")  # as in OpenCV 5
     with pytest.raises(FacevoxError, match="no face detector"):
         faces.default_detectors()
+
+
+def small_face(colours: bool = True, empty: bool = False) -> facevox.Face:
+    """A face whose mesh is a 3 × 4 grid of vertices (12 triangles) in the photo frame."""
+    from facevox.face import Face, Mesh
+
+    rng = np.random.default_rng(5)
+    depth = np.full((3, 4), 20.0)
+    surface = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    if not empty:
+        from facevox import mesh
+
+        grid = mesh.height_field(depth + rng.uniform(0, 3, depth.shape), np.ones((3, 4), bool))
+        surface = Mesh(grid.vertices * [10.0, 10.0, 1.0] + [100.0, 50.0, 0.0], grid.triangles,
+                       rng.integers(0, 256, (12, 3), dtype=np.uint8) if colours else None)
+    landmarks = rng.uniform(40, 160, (68, 3))
+    return Face(box=np.array([90.0, 40.0, 140.0, 80.0]), score=0.9, landmarks_2d=landmarks[:, :2], landmarks_3d=landmarks,
+                yaw=0.0, pitch=0.0, roll=0.0, mesh=surface)
+
+
+@pytest.mark.parametrize("colours", [True, False])
+def test_glb_reads_back_as_the_viewer_frame_mesh(colours):
+    import json
+    import struct
+
+    from facevox.export.files import viewer_frame
+
+    face = small_face(colours)
+    data = export(face, "glb")
+    assert data[:4] == b"glTF" and struct.unpack("<II", data[4:12]) == (2, len(data)) and len(data) % 4 == 0
+    gltf = json.loads(data[20 : 20 + struct.unpack("<I", data[12:16])[0]])
+    position = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    surface = face.mesh.vertices
+    scale = 93.0 / np.linalg.norm(face.landmarks_3d[36] - face.landmarks_3d[45])  # eye corners 93 mm apart
+    vertices = ((surface - (surface.min(0) + surface.max(0)) / 2) * scale * [1.0, -1.0, -1.0]).astype(np.float32)
+    assert np.array_equal(viewer_frame(face)[0].astype(np.float32), vertices)  # y up, z towards the viewer
+    assert position["min"] == vertices.min(0).tolist() and position["max"] == vertices.max(0).tolist()  # as glTF requires
+    body = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", process=False)
+    assert np.array_equal(body.vertices, vertices) and np.array_equal(body.faces, face.mesh.triangles)
+    if colours:
+        assert np.array_equal(body.visual.vertex_colors[:, :3], face.mesh.colours) and (body.visual.vertex_colors[:, 3] == 255).all()
+    else:
+        assert "COLOR_0" not in gltf["meshes"][0]["primitives"][0]["attributes"]
+
+
+def test_glb_of_an_empty_mesh_is_an_empty_scene():
+    body = trimesh.load(io.BytesIO(export(small_face(empty=True), "glb")), file_type="glb", force="mesh")
+    assert len(body.vertices) == 0 and len(body.faces) == 0

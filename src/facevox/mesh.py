@@ -107,37 +107,90 @@ def height_field(depth: np.ndarray, mask: np.ndarray) -> Mesh:
     """A mesh of a depth map in crop coordinates: a vertex (x, y, depth) at every masked pixel; each
     2×2 block of pixels gives two triangles when all four are masked, one when three are."""
     h, w = mask.shape
-    ids = np.full((h, w), -1, np.int64)
-    rows, cols = np.nonzero(mask)
-    ids[rows, cols] = np.arange(len(rows))
-    vertices = np.column_stack([cols, rows, depth[rows, cols]]).astype(np.float64)
-    tl, tr, bl, br = ids[:-1, :-1].ravel(), ids[:-1, 1:].ravel(), ids[1:, :-1].ravel(), ids[1:, 1:].ravel()
-    triangles = []
-    # Corners ordered so that normals face the camera (−z); the last two need the fourth corner absent.
-    for a, b, c, absent in ((tl, bl, tr, None), (tr, bl, br, None), (tl, br, tr, bl), (tl, bl, br, tr)):
-        ok = (a >= 0) & (b >= 0) & (c >= 0)
-        if absent is not None:
-            ok &= absent < 0
-        triangles.append(np.column_stack([a[ok], b[ok], c[ok]]))
-    return Mesh(vertices, np.concatenate(triangles))
+    # Flat indices over the mask with an empty column on the right and an empty row below: a block's
+    # corners are p, p + 1, p + row and p + row + 1, and none wraps into the next row.
+    row = w + 1
+    padded = np.zeros((h + 1, row), bool)
+    padded[:h, :w] = mask
+    flat = padded.ravel()
+    pixels = np.flatnonzero(flat)
+    ids = np.full(flat.size, -1, np.int64)
+    ids[pixels] = np.arange(len(pixels))
+    vertices = np.empty((len(pixels), 3))
+    vertices[:, 1], vertices[:, 0] = np.divmod(pixels, row)
+    vertices[:, 2] = depth[mask]
+    tl, tr, bl, br = flat[: -row - 1], flat[1:-row], flat[row:-1], flat[row + 1 :]
+    # Corners ordered so that normals face the camera (−z); the last two triangles need the block's
+    # fourth corner absent. Each is made (3, n), corner by corner: numpy runs along the triangles.
+    triangles = [ids.take(np.add.outer(corners, np.flatnonzero(present))) for corners, present in (
+        ((0, row, 1), tl & bl & tr), ((1, row, row + 1), tr & bl & br),
+        ((0, row + 1, 1), tl & br & tr & ~bl), ((0, row, row + 1), tl & bl & br & ~tr))]
+    return Mesh(vertices, np.concatenate([corners.T for corners in triangles]))
 
 
 def limit_outline(depth: np.ndarray, mask: np.ndarray, slope: float = OUTLINE_SLOPE, width: int = OUTLINE_WIDTH) -> np.ndarray:
     """The depth map with the columns near the face's outline pulled forward, ring by ring from
     `width` pixels inside it outwards, so that none lies more than `slope` voxels behind its
     shallowest neighbour further in. Columns along the outline first cross 0.5 far back, each at its
-    own depth, which would make spikes; steep parts inside the face (occlusion edges) are kept."""
+    own depth, which would make spikes; steep parts inside the face (occlusion edges) are kept.
+
+    A ring is the pixels of the mask with a done pixel beside them (4-neighbours); each is limited by
+    its shallowest done pixel among its 8 neighbours. Only the band outside the eroded mask is visited."""
+    inside = np.pad(mask, 1)  # an empty border: every neighbour of a mask pixel has a flat index
+    limited = np.pad(depth, 1, constant_values=np.inf)
+    done = inside.copy()
+    for _ in range(width):  # erosion by the 4-neighbour cross; the border stays empty
+        done[1:-1, 1:-1] = done[1:-1, 1:-1] & done[:-2, 1:-1] & done[2:, 1:-1] & done[1:-1, :-2] & done[1:-1, 2:]
+    done = done.ravel()
+    depths, row = limited.ravel(), inside.shape[1]
+    known = np.where(done, depths, np.inf)  # the depths of done pixels
+    sides = np.array([-row, -1, 1, row])
+    around = np.array([-row - 1, -row, -row + 1, -1, 1, row - 1, row, row + 1])
+    todo = np.flatnonzero(inside.ravel() & ~done)
+    while True:
+        touching = done[todo[:, None] + sides].any(axis=1)
+        ring = todo[touching]
+        if not len(ring):
+            return limited[1:-1, 1:-1]
+        depths[ring] = np.minimum(depths[ring], known[ring[:, None] + around].min(axis=1) + slope)
+        known[ring], done[ring] = depths[ring], True
+        todo = todo[~touching]
+
+
+def large_pieces(mask: np.ndarray, share: float = PIECE_SHARE) -> np.ndarray:
+    """The pixels of a mask whose height field (`height_field`) pieces have at least `share` of the
+    largest piece's triangles: the mask for the height field of those pieces alone.
+
+    Pieces are found on the grid of 2×2 blocks (one with three or four masked pixels has triangles,
+    and uses each of them): blocks side by side share two pixels, one of them masked, so they are
+    always joined; diagonal blocks share one pixel, and are joined when it is masked."""
     from scipy import ndimage
 
-    depth = depth.copy()
-    done = ndimage.binary_erosion(mask, iterations=width)
-    while True:
-        ring = ndimage.binary_dilation(done) & mask & ~done
-        if not ring.any():
-            return depth
-        inner = ndimage.grey_erosion(np.where(done, depth, np.inf), size=(3, 3), mode="constant", cval=np.inf)
-        depth[ring] = np.minimum(depth[ring], inner[ring] + slope)
-        done |= ring
+    corners = mask[:-1, :-1].astype(np.uint8) + mask[:-1, 1:] + mask[1:, :-1] + mask[1:, 1:]
+    kept = corners >= 3
+    pieces, count = ndimage.label(kept)
+    if count > 1:
+        shared = mask[1:-1, 1:-1]
+        starts, ends = [], []
+        for a, b in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1])):  # diagonal neighbours
+            join = shared & (a > 0) & (b > 0) & (a != b)
+            starts.append(a[join])
+            ends.append(b[join])
+        starts, ends = np.concatenate(starts), np.concatenate(ends)
+        if len(starts):
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+
+            graph = coo_matrix((np.ones(len(starts)), (starts, ends)), shape=(count + 1,) * 2)
+            pieces = connected_components(graph, directed=False)[1][pieces]
+        sizes = np.bincount(pieces.ravel(), weights=np.maximum(corners, 2).ravel() - 2)  # triangles per piece
+        kept &= (sizes >= share * sizes.max())[pieces]
+    used = np.zeros_like(mask)  # the pixels of the kept blocks
+    used[:-1, :-1] |= kept
+    used[:-1, 1:] |= kept
+    used[1:, :-1] |= kept
+    used[1:, 1:] |= kept
+    return used & mask
 
 
 def surface_mesh(volume: np.ndarray, level: float = 0.5) -> Mesh:
@@ -148,9 +201,15 @@ def surface_mesh(volume: np.ndarray, level: float = 0.5) -> Mesh:
 
 def surface_from_depth(depth: np.ndarray, mask: np.ndarray) -> Mesh:
     """The surface from a front depth map and its mask: a height field, outline spikes limited by
-    `limit_outline`, in its large pieces (small islands of stray columns are left out)."""
-    surface = height_field(limit_outline(depth, mask), mask)
-    return Mesh(*_main_pieces(surface.vertices, surface.triangles, PIECE_SHARE))
+    `limit_outline`, in its large pieces (`large_pieces`: small islands of stray columns are left
+    out). Made on the mask's bounding box."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    surface = height_field(limit_outline(depth[box], mask[box]), large_pieces(mask[box]))
+    surface.vertices[:, :2] += (cols[0], rows[0])
+    return surface
 
 
 def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
@@ -165,7 +224,10 @@ def points_to_photo(points: np.ndarray, crop_matrix: np.ndarray) -> np.ndarray:
     """(n, 3) crop coordinates (x, y, k) → photo frame (x, y pixels; z = depth in photo pixels)."""
     back = invert(crop_matrix)
     scale = float(np.sqrt(abs(np.linalg.det(crop_matrix[:, :2]))))  # crop pixels per photo pixel
-    return np.column_stack([points[:, :2] @ back[:, :2].T + back[:, 2], points[:, 2] / scale])
+    photo = np.empty((len(points), 3))
+    photo[:, :2] = points[:, :2] @ back[:, :2].T + back[:, 2]
+    photo[:, 2] = points[:, 2] / scale
+    return photo
 
 
 def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
@@ -175,16 +237,23 @@ def to_photo(mesh: Mesh, crop_matrix: np.ndarray) -> Mesh:
 
 def colour_from_photo(mesh: Mesh, image: np.ndarray) -> Mesh:
     """Per-vertex colours sampled bilinearly from the photo at each vertex's (x, y) in photo pixels."""
-    height, width = image.shape[:2]
+    height, width, channels = image.shape
     x = np.clip(mesh.vertices[:, 0], 0, width - 1)
     y = np.clip(mesh.vertices[:, 1], 0, height - 1)
     x0, y0 = np.minimum(x.astype(np.int64), width - 2).clip(0), np.minimum(y.astype(np.int64), height - 2).clip(0)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    fx, fy = x - x0, y - y0
+    gx, gy = 1 - fx, 1 - fy
     x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    colours = top * (1 - fy) + bottom * fy
-    return Mesh(mesh.vertices, mesh.triangles, np.clip(colours + 0.5, 0, 255).astype(np.uint8))
+    values = image.reshape(-1)
+    starts = [(row * width + col) * channels for row, col in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
+    colours = np.empty((len(x), channels), np.uint8)
+    # Channel by channel: numpy runs many times faster along the vertices than across three channels.
+    for channel in range(channels):
+        top_left, top_right, bottom_left, bottom_right = (values[channel:].take(start) for start in starts)
+        top = top_left * gx + top_right * fx
+        bottom = bottom_left * gx + bottom_right * fx
+        colours[:, channel] = np.clip(top * gy + bottom * fy + 0.5, 0, 255)
+    return Mesh(mesh.vertices, mesh.triangles, colours)
 
 
 def decimate(mesh: Mesh, max_triangles: int) -> Mesh:
