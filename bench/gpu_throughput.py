@@ -30,6 +30,9 @@ Measured, in this order:
     on the device, outputs copied into host memory as the server does) and the forward alone, for a
     full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in the
     --precision of the end-to-end run (bench/network_formats.py compares the formats' speed and outputs);
+  network_process: the network process as the workers reach it (shared memory, queues, its batching),
+    with --workers client processes that do nothing but send faces (a landmarks-only pass, then a full
+    pass): the faces/s it sustains and the round-trip times (mean, 90th percentile) of each pass;
   cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
     detect, mesh, colour, write) and measured here (crop: twice per face); the faces/s that the
     machine's cores sustain for them, from the workers' CPU time per face.
@@ -211,6 +214,48 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
     return {"precision": precision, "pinned_host_memory": cuda, "rows": rows}
 
 
+def _client(handle, crops: np.ndarray, warmup: float, seconds: float, results) -> None:
+    """One client process of `network_process`: faces (a landmarks-only pass, then a full pass) back to back."""
+    from facevox.batch.network_server import NetworkClient
+
+    client, trips, faces = NetworkClient(handle), {"landmarks": [], "full": []}, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < warmup + seconds:
+        measured = time.perf_counter() - start >= warmup
+        crop = crops[faces % len(crops)]
+        for kind, surface in (("landmarks", False), ("full", True)):
+            sent = time.perf_counter()
+            client(crop, surface=surface)
+            if measured:
+                trips[kind].append(time.perf_counter() - sent)
+        faces += measured
+    results.put(trips | {"faces": faces})
+
+
+def network_process(model_path, device: str, crops: np.ndarray, clients: int, precision: str,
+                    warmup: float = 3.0, seconds: float = 8.0) -> dict:
+    """The network process as the workers use it (shared memory, queues, batching), with `clients`
+    processes that do nothing but send faces: faces/s over `seconds` after `warmup` (each client's own
+    count; they start within a second or two of each other) and the round-trip times of each pass."""
+    import multiprocessing
+
+    from facevox.batch.network_server import NetworkServer
+
+    context = multiprocessing.get_context("spawn")
+    with NetworkServer(model_path, device, slots=clients, precision=precision) as server:
+        results = context.Queue()
+        processes = [context.Process(target=_client, args=(server.handle, crops, warmup, seconds, results)) for _ in range(clients)]
+        for process in processes:
+            process.start()
+        reports = [results.get() for _ in processes]
+        for process in processes:
+            process.join()
+    trips = {kind: np.concatenate([r[kind] for r in reports]) * 1e3 for kind in ("landmarks", "full")}
+    return {"clients": clients, "precision": precision, "faces_per_second": round(sum(r["faces"] for r in reports) / seconds, 1),
+            **{f"{kind}_trip_ms": {"mean": round(float(t.mean()), 2), "p90": round(float(np.percentile(t, 90)), 2)}
+               for kind, t in trips.items()}}
+
+
 def machine(device: str) -> dict:
     import torch
 
@@ -250,6 +295,7 @@ def main() -> None:
     arrays = slot_arrays(np.empty(block_size(info, max(sizes)), np.uint8), info, max(sizes))
     arrays["crops"][:] = crops[np.arange(max(sizes)) % len(crops)]
     network = network_alone(args.model, args.device, arrays, sizes, args.precision)
+    process = network_process(args.model, args.device, crops, args.workers, args.precision)
 
     worker = result["worker_seconds_per_face"]
     cpu_stages = {stage: seconds for stage, seconds in worker.items() if stage != "network"}
@@ -265,6 +311,7 @@ def main() -> None:
         "machine": machine(args.device),
         "end_to_end": result,
         "network": network,
+        "network_process": process,
         "cpu_stages": {"worker_seconds_per_face": cpu_stages, "worker_cpu_seconds_per_face": result["worker_cpu_seconds_per_face"],
                        "faces_per_second_on_all_cores": round(cpu_rate, 1)},
         "bottleneck": {
