@@ -194,7 +194,7 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
 
     model = TorchVolumeModel(model_path, device, precision)
     cuda = model.device.type == "cuda"
-    torch.backends.cudnn.benchmark = cuda
+    torch.backends.cudnn.benchmark = False  # as the network process runs it
     buffers = staging(model.info, max(batch_sizes), "volume" in arrays, model.device)
     rows = []
     for size in batch_sizes:
