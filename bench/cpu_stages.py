@@ -32,42 +32,31 @@ import numpy as np  # noqa: E402
 STAGES = ("decode", "detect", "crop", "mesh", "colour", "write")
 
 
-class ProcessClock:
-    """Reconstructor's clock interface (`lap`), on this process's CPU time."""
-
-    def __init__(self):
-        self.laps: dict[str, float] = {}
-        self._last = time.process_time()
-
-    def lap(self, name: str) -> None:
-        now = time.process_time()
-        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
-        self._last = now
-
-
 class FrontOnNetwork:
     """A network whose outputs carry their front depth and no volume, as the GPU network process sends them."""
 
     def __init__(self, model):
         self.model, self.info, self.input_size = model, model.info, model.input_size
 
-    def __call__(self, crops):
+    def __call__(self, crops, surface: bool = True):
         from facevox.mesh import front_depth
 
-        outputs = self.model(crops)
-        for output in outputs:
-            output.front, output.volume = front_depth(output.volume), None
+        outputs = self.model(crops, surface=surface)
+        if surface:
+            for output in outputs:
+                output.front, output.volume = front_depth(output.volume), None
         return outputs
 
 
 def photo_stages(reconstructor, path: str) -> list[dict[str, float]]:
     """CPU seconds of each stage for each face of one photo (decode and detect shared out evenly)."""
     from facevox import crop as crop_rule
+    from facevox.api import Clock
     from facevox.export import export
     from facevox.faces import detect_faces
     from facevox.image import load_image
 
-    clock = ProcessClock()
+    clock = Clock(time.process_time)
     image = load_image(path)
     clock.lap("decode")
     detections = detect_faces(image, reconstructor.detectors)
@@ -76,7 +65,7 @@ def photo_stages(reconstructor, path: str) -> list[dict[str, float]]:
     size, crops = reconstructor.model.input_size, 2 if reconstructor.settings.refine else 1
     faces = []
     for detection in detections:
-        clock = ProcessClock()
+        clock = Clock(time.process_time)
         crop_rule.crop_image(image, crop_rule.crop_matrix(detection.box, size), size)
         clock.lap("crop")
         face = reconstructor.reconstruct_face(image, detection, clock)
