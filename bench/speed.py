@@ -2,8 +2,9 @@
 
     python bench/speed.py [--runs 20] [--threads 0]
 
-Two photos: the astronaut portrait (one face) and a 10-face group photo composed from the package
-photos (astronaut and Grace Hopper, mirrored and rescaled). Each scenario runs in a fresh process:
+Three photos: the astronaut portrait (one face), a 10-face group photo composed from the package
+photos (astronaut and Grace Hopper, mirrored and rescaled), and a phone-camera-sized one (the
+astronaut enlarged to 3000×3000 on a 4000×3000 grey frame, 12 megapixels). Each scenario runs in a fresh process:
 load time (model + detectors) apart, then `--runs` reconstructions of the JPEG bytes, timed per
 stage (decode, detect, network, mesh, colour, export to GLB); medians are reported, and the peak
 resident memory of that process. Writes bench/results/speed.json.
@@ -47,6 +48,18 @@ def group_photo() -> np.ndarray:
     return canvas
 
 
+def phone_photo() -> np.ndarray:
+    """12 megapixels, as a phone camera takes them: the astronaut enlarged on a grey 4000×3000 frame."""
+    from skimage.data import astronaut
+
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[:, 500:3500] = np.asarray(Image.fromarray(astronaut()).resize((3000, 3000), Image.LANCZOS))
+    return canvas
+
+
+PHOTOS = {"one_face": None, "group_10_faces": group_photo, "phone_photo_12mp": phone_photo}
+
+
 def scenario(name: str, runs: int, threads: int) -> dict:
     """Runs in its own process: timings and peak memory of one photo."""
     from skimage.data import astronaut
@@ -54,7 +67,7 @@ def scenario(name: str, runs: int, threads: int) -> dict:
     import facevox
     from facevox.export import export
 
-    image = astronaut() if name == "one_face" else group_photo()
+    image = astronaut() if name == "one_face" else PHOTOS[name]()
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=92)
     data = buffer.getvalue()
@@ -96,7 +109,7 @@ def main():
         print(json.dumps(scenario(args.scenario, args.runs, args.threads)))
         return
     results = []
-    for name in ("one_face", "group_10_faces"):
+    for name in PHOTOS:
         command = [sys.executable, __file__, "--scenario", name, "--runs", str(args.runs), "--threads", str(args.threads)]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))

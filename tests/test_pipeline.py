@@ -111,6 +111,22 @@ def test_group_photo_gives_every_face_largest_first():
     assert areas == sorted(areas, reverse=True)
 
 
+def test_a_large_photo_is_detected_shrunk_with_boxes_in_its_own_pixels(astronaut, monkeypatch):
+    import cv2
+
+    from facevox import faces
+
+    large = cv2.resize(astronaut, (3 * 512, 3 * 512), interpolation=cv2.INTER_CUBIC)  # 1536 px: shrunk by 2
+    small, scale = faces.shrink(large, faces.DETECT_SIDE)
+    assert small.shape[:2] == (768, 768) and scale == (2.0, 2.0)
+    assert faces.shrink(astronaut, faces.DETECT_SIDE)[0] is astronaut
+    detectors = faces.default_detectors()
+    box = faces.detect_faces(large, detectors)[0].box
+    monkeypatch.setattr(faces, "DETECT_SIDE", 10**6)  # the detectors on the whole-resolution photo
+    expected = faces.detect_faces(large, detectors)[0].box
+    assert np.abs(box - expected).max() < 0.02 * (expected[2] - expected[0])
+
+
 def test_haar_fallback_finds_the_astronaut(astronaut):
     from facevox.faces import HaarDetector, detect_faces
 

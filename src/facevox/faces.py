@@ -12,7 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +42,9 @@ class BoxConvention:
         cy = (y0 + y1) / 2 + self.shift_y * height
         half_w, half_h = self.scale_x * width / 2, self.scale_y * height / 2
         return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
+
+
+DETECT_SIDE = 1280  # pixels: detectors see larger photos shrunk to this (`shrink`)
 
 
 class Detector(Protocol):
@@ -168,12 +171,30 @@ def merge(detections: list[Detection], overlap: float = 0.3) -> list[Detection]:
 
 
 def detect_faces(image: np.ndarray, detectors: list[Detector]) -> list[Detection]:
-    """All faces found by the first detector that finds any (the rest are fallbacks), largest first."""
+    """All faces found by the first detector that finds any (the rest are fallbacks), largest first,
+    their boxes in the photo's pixels. The detectors see the photo shrunk by a whole factor to at
+    most DETECT_SIDE pixels on its longer side (`shrink`)."""
+    small, (scale_x, scale_y) = shrink(image, DETECT_SIDE)
     for detector in detectors:
-        found = merge(detector.detect(image))
+        found = merge(detector.detect(small))
         if found:
-            return found
+            return [replace(d, box=d.box * (scale_x, scale_y, scale_x, scale_y)) for d in found]
     return []
+
+
+def shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """The image shrunk by the smallest whole factor that brings its longer side to at most `side`
+    pixels (area averaging), and the (x, y) scale from its pixels back to the image's. MediaPipe looks
+    at 128 or 192 pixels of each tile anyway; on a 12-megapixel photo this makes detection about
+    twice as fast, with the same boxes to a few pixels."""
+    height, width = image.shape[:2]
+    factor = -(-max(height, width) // side)
+    if factor <= 1:
+        return image, (1.0, 1.0)
+    import cv2
+
+    small = cv2.resize(image, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    return small, (width / small.shape[1], height / small.shape[0])
 
 
 def default_detectors() -> list[Detector]:

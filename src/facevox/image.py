@@ -77,8 +77,12 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -
     return image
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # (the transpose copies the image even when it need not turn it)
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
@@ -88,7 +92,7 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
