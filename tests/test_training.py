@@ -57,6 +57,19 @@ def test_voxel_target_gives_back_the_surface(batch):
     assert np.abs(k[on_grid][near_front] - front[near_front]).max() <= 1.0
 
 
+def test_surface_loss_is_zero_on_the_target_and_counts_a_shifted_surface(batch):
+    from training.train import surface_loss
+    from training.voxels import occupancy
+
+    def logits(depth):
+        return torch.logit(occupancy(depth, batch.mask, 200).clamp(1e-6, 1 - 1e-6))
+
+    assert surface_loss(logits(batch.depth), batch.depth, batch.mask) < 0.01
+    assert abs(surface_loss(logits(batch.depth + 1), batch.depth, batch.mask) - 1) < 0.05  # one voxel off, slopes right
+    tilted = batch.depth + 0.1 * torch.arange(192.0)  # slopes 0.1 off across, depths off by up to 19 voxels
+    assert surface_loss(logits(tilted), batch.depth, batch.mask) > 1
+
+
 def test_train_resume_export(tmp_path, monkeypatch, surrey):  # surrey: skips without the model files
     import onnxruntime
 
@@ -65,10 +78,10 @@ def test_train_resume_export(tmp_path, monkeypatch, surrey):  # surrey: skips wi
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--device", "cpu", "--net", "vrn-hg1-w128", "--batch-size", "2",
             "--warmup-steps", "1", "--eval-every", "100"]
-    monkeypatch.setattr(sys, "argv", args + ["--total-steps", "2"])
+    monkeypatch.setattr(sys, "argv", args + ["--total-steps", "2", "--surface-weight", "0.1"])
     train.main()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log[0]["step"] == 1 and np.isfinite(log[0]["loss"])
+    assert log[0]["step"] == 1 and np.isfinite(log[0]["loss"]) and np.isfinite(log[0]["surface"])
     monkeypatch.setattr(sys, "argv", args + ["--total-steps", "3"])
     train.main()  # resumes at step 2
     state = torch.load(out / "ckpt.pt", weights_only=False)

@@ -43,8 +43,10 @@ config = dict(
     total_steps=10**9,  # training stops here; the learning rate is constant until the decay stretch
     decay_steps=0,  # the last decay_steps steps before total_steps decay the rate (cosine) to 2 %
     stop_step=0,  # stop here even though the schedule runs to total_steps (0: total_steps); replays a run cut by time
+    volume_weight=1.0,
     heatmap_weight=1000.0,
     depth_weight=0.05,
+    surface_weight=0.0,  # L1 on the volume's soft front depth and its slopes (`surface_loss`); 0: off, as for the shipped model
     heatmap_sigma=1.5,  # in heatmap cells
     seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
     eval_every=500,
@@ -74,17 +76,40 @@ def heatmap_targets(landmarks: torch.Tensor, size: int, input_size: int, sigma: 
     return gy[..., :, None] * gx[..., None, :]
 
 
+def soft_front_depth(occupancy: torch.Tensor) -> torch.Tensor:
+    """(b, D, h, w) occupancy probabilities → (b, h, w): the depth of the surface they imply, in voxels
+    (the empty voxels in front of it, less the half voxel by which `occupancy` targets place it)."""
+    return (1 - occupancy).sum(dim=1) - 0.5
+
+
+def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L1 over the face's pixels of the soft front depth against the target depth, plus that of
+    their slopes (differences to the next pixel across and down): it asks for the surface itself,
+    where per-voxel cross-entropy asks for each voxel on its own."""
+    soft = soft_front_depth(torch.sigmoid(volume_logits.float()))
+    target = torch.where(mask, depth, 0.0).clamp(-0.5, volume_logits.shape[1] - 0.5)
+    error = (soft - target).abs()[mask].mean()
+    for axis in (1, 2):
+        length = mask.shape[axis] - 1
+        both = mask.narrow(axis, 0, length) & mask.narrow(axis, 1, length)
+        error = error + (soft.diff(dim=axis) - target.diff(dim=axis)).abs()[both].mean()
+    return error
+
+
 def losses(net: VolumeNet, batch, cfg) -> dict[str, torch.Tensor]:
     c = net.config
     volume_target = occupancy(batch.depth, batch.mask, c.volume_depth)
     volume, heatmaps, landmark_depth = net(batch.image)
     heatmap_target = heatmap_targets(batch.landmarks, heatmaps.shape[-1], c.input_size, cfg["heatmap_sigma"])
     depth_error = (landmark_depth.float() - batch.landmarks[..., 2, None, None]).abs()
-    return {
+    parts = {
         "volume": F.binary_cross_entropy_with_logits(volume.float(), volume_target),
         "heatmap": F.mse_loss(heatmaps.float(), heatmap_target),
         "depth": (depth_error * heatmap_target).sum() / heatmap_target.sum(),
     }
+    if cfg["surface_weight"]:
+        parts["surface"] = surface_loss(volume, batch.depth, batch.mask)
+    return parts
 
 
 @torch.no_grad()
@@ -171,7 +196,7 @@ def main():
         batch.image = batch.image.contiguous(memory_format=torch.channels_last)
         with autocast:
             parts = losses(net, batch, cfg)
-        loss = parts["volume"] + cfg["heatmap_weight"] * parts["heatmap"] + cfg["depth_weight"] * parts["depth"]
+        loss = sum(cfg[f"{name}_weight"] * part for name, part in parts.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
