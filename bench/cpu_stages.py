@@ -8,7 +8,10 @@ its threads): decode, detect, crop (the crop rule and warp, twice per face with 
 depth → surface; the front depth itself is made with the network, as the GPU network process does),
 colour, write (GLB + JSON bytes, no disk). The network, heatmaps → landmarks (the GPU's, and another
 change's) and head pose are left out. Writes bench/results/cpu_stages.json (or --out);
---label names the code measured in it.
+--label names the code measured in it. OpenMP and BLAS libraries get one thread, as the batch
+workers do, unless OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise (the result
+records them): `OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2` measures what two threads
+of spinning BLAS pools cost (cpu_stages_two_library_threads.json).
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def main() -> None:
         "code": args.label,
         "photos": args.photos or f"{len(keys)} made by tests/photos.py",
         "photo_count": len(keys), "faces": len(faces),
+        "library_threads": {name: os.environ[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "cpu_ms_per_face": {stage: round(1e3 * s, 2) for stage, s in seconds.items()} | {"total": round(1e3 * sum(seconds.values()), 2)},
     }

@@ -345,3 +345,16 @@ def test_input_gone_before_it_is_read_is_recorded(engine, request, photos, tmp_p
     index = rows(options.out)
     assert {Path(k).name: (r["status"], r["reason"]) for k, r in index.items()} == {
         "a.jpg": ("no face", "no face found in the photo"), "b.jpg": ("failed", f"{tmp_path / 'in' / 'b.jpg'}: no such file")}
+
+
+def test_local_workers_start_with_one_library_thread(monkeypatch):
+    from facevox.batch.local import one_thread_libraries
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
+    with one_thread_libraries():
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"],
+                               capture_output=True, text=True, check=True)
+        assert child.stdout.split() == ["1", "1", "3"]
+    assert "OMP_NUM_THREADS" not in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"

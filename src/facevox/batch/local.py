@@ -3,6 +3,7 @@ device (e.g. "cuda"), the workers share one network process on it (facevox.batch
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,6 +14,26 @@ from facevox.batch.network_server import NetworkClient, NetworkServer, ServerHan
 from facevox.batch.work import Options, make_reconstructor, process_batch
 
 _worker: dict = {}  # this worker process's reconstructor, store and options
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def one_thread_libraries():
+    """Processes started inside use one thread in their OpenMP and BLAS libraries (numpy's and scipy's
+    OpenBLAS, MKL): with a worker per core, each worker's pool of BLAS threads spun between the small
+    matrix products it was given and burned about as much CPU again as the work itself. Set in the
+    environment, which a process inherits as it starts; the user's own setting is kept."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _start(options: Options, threads: int, server: ServerHandle | None) -> None:
@@ -43,6 +64,7 @@ def run_local(keys: list[str], options: Options, workers: int | None = None, bat
         if device:
             server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid,
                                                          reserve_core=reserve_core, precision=precision)).handle
+        stack.enter_context(one_thread_libraries())  # for the workers (the network process has started)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                    initargs=(options, max(1, cores // workers), server))
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)
