@@ -18,8 +18,10 @@ cascades, and a protobuf too new for MediaPipe): wheels fetched here with `pip d
 works with that protobuf, and trimesh) and 100 photos made by tests/photos.py into cache/photos,
 carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
 then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 4000 --batch-sizes 16`
-(gpu_throughput.json; the earlier, whole-volume version of the network process: `--count 6000` for
-gpu_throughput_volume.json, `--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
+(gpu_throughput.json, with the network process still autotuning cuDNN; gpu_throughput_settings.json
+holds four more settings, each with its command; gpu_throughput_no_autotune.json the two runs after
+autotuning was switched off; the earlier, whole-volume version of the network process: `--count 6000`
+for gpu_throughput_volume.json, `--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
 
 Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers
