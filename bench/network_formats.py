@@ -6,7 +6,7 @@ size, and how far each format's outputs are from fp32's on real face crops.
 
 Formats: fp32 (TF32 convolutions, torch's default on CUDA), and the whole network cast to fp16 or
 bf16 in channels-last layout. For each: crops/s per batch size (after warm-up calls, cuDNN's
-autotuning among them; synchronised wall time over ≥ 1 s) and, against fp32 on the same crops, the
+autotuning among them; synchronised wall time over ≥ 1.5 s and ≥ 3 calls, `bench.gpu_throughput.timed`) and, against fp32 on the same crops, the
 largest landmark shift (crop px), the mean and largest front-depth difference over the pixels both
 masks cover (voxels), and the smallest mask IoU.
 Needs a face detector (as bench/gpu_throughput.py); `--device cpu --batch-sizes 2` is a smoke test.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,19 +35,15 @@ def one_pass(model, images):
 
 
 def crops_per_second(run, images, batch: int) -> float:
+    """Crops per second of run on the first `batch` images, synchronised with the device
+    (bench.gpu_throughput.timed: warm-up calls first, cuDNN's autotuning among them)."""
     import torch
+
+    from bench.gpu_throughput import timed
 
     x = images[:batch]
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    for _ in range(3):
-        run(x)
-    sync()
-    start, calls = time.perf_counter(), 0
-    while calls < 10 or time.perf_counter() - start < 1.0:
-        run(x)
-        calls += 1
-    sync()
-    return batch * calls / (time.perf_counter() - start)
+    return batch / timed(lambda: (run(x), sync()))
 
 
 def difference(reference, outputs) -> dict:

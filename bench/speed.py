@@ -30,6 +30,13 @@ from PIL import Image
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def portrait() -> np.ndarray:
+    """The astronaut, one face, 512×512."""
+    from skimage.data import astronaut
+
+    return astronaut()
+
+
 def group_photo() -> np.ndarray:
     """Ten faces, two rows of five, each a different size, from the package portraits."""
     from matplotlib.cbook import get_sample_data
@@ -57,17 +64,15 @@ def phone_photo() -> np.ndarray:
     return canvas
 
 
-PHOTOS = {"one_face": None, "group_10_faces": group_photo, "phone_photo_12mp": phone_photo}
+PHOTOS = {"one_face": portrait, "group_10_faces": group_photo, "phone_photo_12mp": phone_photo}
 
 
 def scenario(name: str, runs: int, threads: int) -> dict:
     """Runs in its own process: timings and peak memory of one photo."""
-    from skimage.data import astronaut
-
     import facevox
     from facevox.export import export
 
-    image = astronaut() if name == "one_face" else PHOTOS[name]()
+    image = PHOTOS[name]()
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=92)
     data = buffer.getvalue()
