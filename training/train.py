@@ -46,7 +46,7 @@ config = dict(
     volume_weight=1.0,
     heatmap_weight=1000.0,
     depth_weight=0.05,
-    surface_weight=0.0,  # L1 on the volume's soft front depth and its slopes (`surface_loss`); 0: off, as for the shipped model
+    surface_weight=0.0,  # the surface's shape, offset and tilt taken out, and its slopes (`surface_loss`); 0: off, as for the shipped model
     heatmap_sigma=1.5,  # in heatmap cells
     seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
     eval_every=500,
@@ -76,23 +76,47 @@ def heatmap_targets(landmarks: torch.Tensor, size: int, input_size: int, sigma: 
     return gy[..., :, None] * gx[..., None, :]
 
 
-def soft_front_depth(occupancy: torch.Tensor) -> torch.Tensor:
-    """(b, D, h, w) occupancy probabilities → (b, h, w): the depth of the surface they imply, in voxels
-    (the empty voxels in front of it, less the half voxel by which `occupancy` targets place it)."""
-    return (1 - occupancy).sum(dim=1) - 0.5
+SURFACE_WINDOW = 6  # voxels each side of the target surface that the surface loss reads
+
+
+def local_front_depth(occupancy: torch.Tensor, around: torch.Tensor, window: int = SURFACE_WINDOW) -> torch.Tensor:
+    """(b, D, h, w) occupancy probabilities → (b, h, w): the depth of the surface they imply, read only
+    within `window` voxels of `around` (b, h, w): the empty voxels from there to the surface, less the
+    half voxel by which `occupancy` targets place it. Stray voxels far in front of or behind the
+    surface do not move it; a surface further off than the window counts as at its edge."""
+    first = around.floor().long() - window
+    ks = (first[:, None] + torch.arange(2 * window + 1, device=around.device)[None, :, None, None]).clamp(0, occupancy.shape[1] - 1)
+    return first.float() + (1 - occupancy.gather(1, ks)).sum(dim=1) - 0.5
+
+
+def tilt(difference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(b, h, w) → (b, h, w): the plane a + b·x + c·y fitted to each face's difference over its mask
+    (least squares): how far in depth, and how tilted, one surface lies from another."""
+    h, w = mask.shape[1:]
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=mask.device), torch.linspace(-1, 1, w, device=mask.device), indexing="ij")
+    basis = torch.stack([torch.ones_like(x), x, y])  # (3, h, w)
+    weight = mask.float()
+    gram = torch.einsum("ihw,jhw,bhw->bij", basis, basis, weight) + 1e-6 * torch.eye(3, device=mask.device)
+    moments = torch.einsum("ihw,bhw->bi", basis, weight * torch.where(mask, difference, 0.0))
+    coefficients = torch.linalg.solve(gram, moments)
+    return torch.einsum("bi,ihw->bhw", coefficients, basis)
 
 
 def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean L1 over the face's pixels of the soft front depth against the target depth, plus that of
-    their slopes (differences to the next pixel across and down): it asks for the surface itself,
-    where per-voxel cross-entropy asks for each voxel on its own."""
-    soft = soft_front_depth(torch.sigmoid(volume_logits.float()))
-    target = torch.where(mask, depth, 0.0).clamp(-0.5, volume_logits.shape[1] - 0.5)
-    error = (soft - target).abs()[mask].mean()
+    """The shape of the surface, as the dense error sees it after rigid alignment: mean L1 over the
+    face's pixels of the volume's front depth (`local_front_depth`) against the target's, once the
+    plane fitted to their difference (`tilt`: depth offset and small rotations, which a single view
+    leaves uncertain and the volume cross-entropy already asks for) is taken out, plus that of their
+    slopes (differences to the next pixel across and down). Per-voxel cross-entropy asks for each voxel
+    on its own; this asks for the surface."""
+    target = torch.where(mask, depth, 0.0).clamp(0.0, volume_logits.shape[1] - 1.0)
+    soft = local_front_depth(torch.sigmoid(volume_logits.float()), target)
+    aligned = soft - tilt((soft - target).detach(), mask)
+    error = (aligned - target)[mask].abs().mean()
     for axis in (1, 2):
         length = mask.shape[axis] - 1
         both = mask.narrow(axis, 0, length) & mask.narrow(axis, 1, length)
-        error = error + (soft.diff(dim=axis) - target.diff(dim=axis)).abs()[both].mean()
+        error = error + (aligned.diff(dim=axis) - target.diff(dim=axis)).abs()[both].mean()
     return error
 
 
