@@ -17,24 +17,27 @@ cascades, and a protobuf too new for MediaPipe): wheels fetched here with `pip d
 --python-version 3.12 --only-binary=:all:` (mediapipe 0.10.21, protobuf 4.25.9, onnx 1.22.0, which
 works with that protobuf, and trimesh) and 100 photos made by tests/photos.py into cache/photos,
 carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
-then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 4000 --batch-sizes 16`
-(gpu_throughput.json, with the network process still autotuning cuDNN; gpu_throughput_settings.json
-holds four more settings, each with its command; gpu_throughput_no_autotune.json the two runs after
-autotuning was switched off; the earlier, whole-volume version of the network process: `--count 6000`
-for gpu_throughput_volume.json, `--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
+then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 3000 --workers 16,32,48
+--batch-sizes 16,64` (gpu_throughput.json: the code at 8429f60, on a machine whose GPU had just
+finished three training runs). Earlier code, same photos: `--count 4000 --batch-sizes 16`
+(gpu_throughput_autotune.json, with the network process still autotuning cuDNN and the workers' BLAS
+pools spinning; gpu_throughput_settings.json holds four more settings, each with its command;
+gpu_throughput_no_autotune.json the two runs after autotuning was switched off; the earlier,
+whole-volume version of the network process: `--count 6000` for gpu_throughput_volume.json,
+`--workers 32 --batch-sizes 32` for gpu_throughput_volume_w32.json).
 
 Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers
-    (--reserve-core: the network process on a core of its own), GLB + JSON per face: faces/s over the
-    whole run (start-up included) and after the first step; the GPU's utilisation meanwhile
-    (nvidia-smi, sampled every 0.5 s);
+    (each count in turn; --reserve-core: the network process on a core of its own), GLB + JSON per
+    face: faces/s over the whole run (start-up included) and after the first step; the GPU's
+    utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
   network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
     on the device, outputs copied into host memory as the server does) and the forward alone, for a
     full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in the
     --precision of the end-to-end run (bench/network_formats.py compares the formats' speed and outputs);
   network_process: the network process as the workers reach it (shared memory, queues, its batching),
-    with --workers client processes that do nothing but send faces (a landmarks-only pass, then a full
-    pass): the faces/s it sustains and the round-trip times (mean, 90th percentile) of each pass;
+    with --workers client processes (each count in turn) that do nothing but send faces (a
+    landmarks-only pass, then a full pass): the faces/s it sustains and the round-trip times (mean, 90th percentile) of each pass;
   cpu_stages: worker seconds per face of each CPU stage, from the end-to-end run's index (decode,
     detect, mesh, colour, write) and measured here (crop: twice per face); the faces/s that the
     machine's cores sustain for them, from the workers' CPU time per face.

@@ -93,6 +93,7 @@ def tilt(difference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(b, h, w) → (b, h, w): the plane a + b·x + c·y fitted to each face's difference over its mask
     (least squares): how far in depth, and how tilted, one surface lies from another."""
     h, w = mask.shape[1:]
+    difference = difference.float()
     y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=mask.device), torch.linspace(-1, 1, w, device=mask.device), indexing="ij")
     basis = torch.stack([torch.ones_like(x), x, y])  # (3, h, w)
     weight = mask.float()
@@ -111,7 +112,8 @@ def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.T
     on its own; this asks for the surface."""
     target = torch.where(mask, depth, 0.0).clamp(0.0, volume_logits.shape[1] - 1.0)
     soft = local_front_depth(torch.sigmoid(volume_logits.float()), target)
-    aligned = soft - tilt((soft - target).detach(), mask)
+    with torch.autocast(soft.device.type, enabled=False):
+        aligned = soft - tilt((soft - target).detach(), mask)
     error = (aligned - target)[mask].abs().mean()
     for axis in (1, 2):
         length = mask.shape[axis] - 1
