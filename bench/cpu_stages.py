@@ -8,10 +8,10 @@ its threads): decode, detect, crop (the crop rule and warp, twice per face with 
 depth → surface; the front depth itself is made with the network, as the GPU network process does),
 colour, write (GLB + JSON bytes, no disk). The network, heatmaps → landmarks (the GPU's, and another
 change's) and head pose are left out. Writes bench/results/cpu_stages.json (or --out);
---label names the code measured in it. OpenMP and BLAS libraries get one thread, as the batch
-workers do, unless OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS say otherwise (the result
-records them): `OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2` measures what two threads
-of spinning BLAS pools cost (cpu_stages_two_library_threads.json).
+--label names the code measured in it. OpenMP, BLAS and OpenCV get one thread, as the batch
+workers do, unless OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS / OPENCV_FOR_THREADS_NUM
+say otherwise (the result records them): `OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2
+OPENCV_FOR_THREADS_NUM=2` measures what two threads of spinning pools cost.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+LIBRARY_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")  # as facevox.batch.local sets them
+for name in LIBRARY_THREADS:
     os.environ.setdefault(name, "1")
 
 import numpy as np  # noqa: E402
@@ -107,7 +108,7 @@ def main() -> None:
         "code": args.label,
         "photos": args.photos or f"{len(keys)} made by tests/photos.py",
         "photo_count": len(keys), "faces": len(faces),
-        "library_threads": {name: os.environ[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "library_threads": {name: os.environ[name] for name in LIBRARY_THREADS},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "cpu_ms_per_face": {stage: round(1e3 * s, 2) for stage, s in seconds.items()} | {"total": round(1e3 * sum(seconds.values()), 2)},
     }

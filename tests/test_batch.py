@@ -352,9 +352,10 @@ def test_local_workers_start_with_one_library_thread(monkeypatch):
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
     with one_thread_libraries():
-        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"],
-                               capture_output=True, text=True, check=True)
-        assert child.stdout.split() == ["1", "1", "3"]
+        child = subprocess.run([sys.executable, "-c", "import os, cv2; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], "
+                                "os.environ['MKL_NUM_THREADS'], cv2.getNumThreads())"], capture_output=True, text=True, check=True)
+        assert child.stdout.split() == ["1", "1", "3", "1"]
     assert "OMP_NUM_THREADS" not in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"

@@ -14,15 +14,16 @@ from facevox.batch.network_server import NetworkClient, NetworkServer, ServerHan
 from facevox.batch.work import Options, make_reconstructor, process_batch
 
 _worker: dict = {}  # this worker process's reconstructor, store and options
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
 @contextlib.contextmanager
 def one_thread_libraries():
-    """Processes started inside use one thread in their OpenMP and BLAS libraries (numpy's and scipy's
-    OpenBLAS, MKL): with a worker per core, each worker's pool of BLAS threads spun between the small
-    matrix products it was given and burned about as much CPU again as the work itself. Set in the
-    environment, which a process inherits as it starts; the user's own setting is kept."""
+    """Processes started inside use one thread in their OpenMP, BLAS and OpenCV libraries (numpy's and
+    scipy's OpenBLAS, MKL, OpenCV's pool): with a worker per core, each worker's pool of BLAS threads
+    spun between the small matrix products it was given and burned about as much CPU again as the work
+    itself, and OpenCV's pool waits actively too. Set in the environment, which a process inherits as it
+    starts; the user's own setting is kept."""
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")

@@ -22,9 +22,12 @@ class ReconstructWorker:
     """One Ray actor: a Reconstructor (onnxruntime on one thread, or torch on a GPU) and the output store."""
 
     def __init__(self, options: Options, gpu: bool):
+        import cv2
+
         from facevox.batch.store import open_store
         from facevox.batch.work import make_reconstructor
 
+        cv2.setNumThreads(1)  # Ray gives actors one OpenMP thread; OpenCV's own pool would wait actively on every core
         self.options = options
         self.store = open_store(options.out)
         self.reconstructor = make_reconstructor(options, threads=1, device="cuda" if gpu else None)
