@@ -191,7 +191,8 @@ def test_dead_network_process_stops_the_workers_quickly(reference, photos):
         assert np.abs(depth[mask] - want_depth[mask]).max() < 1e-3  # voxels
         assert got.heatmaps is None and np.array_equal(got.landmarks(192), want.landmarks(192).astype(np.float32))
         first = client(crop, surface=False)[0]
-        assert (first.volume, first.front) == (None, None) and np.array_equal(first.landmarks(192), got.landmarks(192))
+        assert (first.volume, first.front) == (None, None)
+        assert np.abs(first.landmarks(192) - got.landmarks(192)).max() < 1e-3  # the full pass's trunk also ran the mirror image
         server.process.kill()
         server.process.join()
         start = time.monotonic()

@@ -66,11 +66,11 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class TorchVolumeModel:
-    """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel.
-    precision: "fp32", or the whole network in "fp16" / "bf16" (channels-last layout, for tensor cores);
-    outputs are float32 either way (bench/network_formats.py measures what each costs and changes)."""
+    """The shipped network on torch: same inputs, outputs and `info` as facevox.volume.VolumeModel (mirror
+    too). precision: "fp32", or the whole network in "fp16" / "bf16" (channels-last layout, for tensor
+    cores); outputs are float32 either way (bench/network_formats.py measures what each costs and changes)."""
 
-    def __init__(self, path=None, device: str = "cuda", precision: str = "fp32"):
+    def __init__(self, path=None, device: str = "cuda", precision: str = "fp32", mirror: bool = True):
         import torch
 
         from facevox.net import NetConfig, VolumeNet
@@ -88,6 +88,7 @@ class TorchVolumeModel:
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.memory_format = torch.contiguous_format if precision == "fp32" else torch.channels_last
         self.net = self.net.to(self.device, self.dtype, memory_format=self.memory_format).eval()
+        self.mirror = mirror
         self._torch = torch
 
     def forward(self, crops, surface=True):
@@ -98,13 +99,18 @@ class TorchVolumeModel:
         crops = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
         batch = crops.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype) / 255.0
         batch = batch.contiguous(memory_format=self.memory_format)
-        rows = np.flatnonzero(np.broadcast_to(surface, len(batch)))
+        n = len(batch)
+        rows = torch.from_numpy(np.flatnonzero(np.broadcast_to(surface, n))).to(self.device)
+        if self.mirror and len(rows):  # the rows that want the volume, mirrored, go through the trunk too
+            batch = torch.cat([batch, batch[rows].flip(-1)]).contiguous(memory_format=self.memory_format)
         decoded = self.net.trunk(batch)
-        heatmaps, depth = self.net.landmark_maps(decoded)
-        if 0 < len(rows) < len(batch):  # the volume head runs only on the rows that want it
-            decoded = decoded[torch.from_numpy(rows).to(self.device)]
-        logits = self.net.volume_logits(decoded) if len(rows) else None
-        return torch.sigmoid(logits.float()) if logits is not None else None, heatmaps.float(), depth.float()
+        heatmaps, depth = self.net.landmark_maps(decoded[:n])
+        if not len(rows):
+            return None, heatmaps.float(), depth.float()
+        volume = torch.sigmoid(self.net.volume_logits(decoded[rows] if len(rows) < n else decoded[:n]).float())
+        if self.mirror:
+            volume = (volume + torch.sigmoid(self.net.volume_logits(decoded[n:]).float()).flip(-1)) / 2
+        return volume, heatmaps.float(), depth.float()
 
     def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
         """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop, with its landmarks found on the device;
