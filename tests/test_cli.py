@@ -86,3 +86,14 @@ def test_folder_without_images_and_bad_format(tmp_path):
     assert result.returncode == 1 and "no images found" in result.stderr and "Traceback" not in result.stderr
     result = facevox(tmp_path / "x.jpg", "--format", "fbx")
     assert result.returncode != 0 and "unknown format" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_mirror_reaches_the_network(tmp_path, astronaut_jpeg):
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    meshes = {}
+    for flag in ("--mirror", "--no-mirror"):
+        result = facevox(photo, flag, "-o", tmp_path / flag)
+        assert result.returncode == 0, result.stderr
+        meshes[flag] = trimesh.load(tmp_path / flag / "me.glb", force="mesh")
+    assert not np.array_equal(meshes["--mirror"].vertices[:100], meshes["--no-mirror"].vertices[:100])

@@ -19,3 +19,11 @@ def test_mirrored_volume_is_the_mean_of_both_views():
     assert np.abs(again.volume[..., ::-1] - both.volume).max() < 1e-4
     assert np.abs(both.heatmaps - seen.heatmaps).max() < 1e-4  # landmarks come from the crop alone
     assert mirrored(crop, surface=False)[0].volume is None
+
+
+def test_settings_and_batch_options_choose_the_mirror():
+    from facevox.api import Reconstructor, Settings
+    from facevox.batch.work import Options, make_reconstructor
+
+    assert Reconstructor().model.mirror and not Reconstructor(settings=Settings(mirror=False)).model.mirror
+    assert not make_reconstructor(Options(out="unused", root="unused", mirror=False)).model.mirror

@@ -64,7 +64,8 @@ def run_local(keys: list[str], options: Options, workers: int | None = None, bat
         server = None
         if device:
             server = stack.enter_context(NetworkServer(options.model, device, slots=workers, volume=options.solid,
-                                                         reserve_core=reserve_core, precision=precision)).handle
+                                                         reserve_core=reserve_core, precision=precision,
+                                                         mirror=options.mirror)).handle
         stack.enter_context(one_thread_libraries())  # for the workers (the network process has started)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                    initargs=(options, max(1, cores // workers), server))

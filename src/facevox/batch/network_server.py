@@ -11,7 +11,8 @@ the volume itself as uint8 (round(occupancy × 255)) only where a solid is wante
 copies each output of a batch from the device at once, into a staging buffer (pinned on CUDA), and
 from there into the slots. The queues carry only slot numbers and error messages. A server that dies,
 or stops its heartbeat, makes every client raise NetworkServerError within `timeout` seconds, and the
-batch stops (no photo is recorded as failed). reserve_core: the server gets a core of its own.
+batch stops (no photo is recorded as failed). reserve_core: the server gets a core of its own; mirror:
+TorchVolumeModel's (each volume averaged with the mirrored crop's).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class NetworkServer:
     do), so that they never starve it."""
 
     def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, precision: str = "fp32",
-                 timeout: float = 10.0, volume: bool = False, reserve_core: bool = False):
+                 timeout: float = 10.0, volume: bool = False, reserve_core: bool = False, mirror: bool = True):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
         size = block_size(info, slots, volume)
@@ -149,7 +150,7 @@ class NetworkServer:
         self.handle = ServerHandle(self._block.name, info, slots, volume, context.Queue(), [context.Queue() for _ in range(slots)],
                                    context.Value("d", time.time(), lock=False), context.Value("i", 0), timeout, cores)
         status = context.Queue()
-        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, precision, core, status),
+        self.process = context.Process(target=_serve, args=(self.handle, str(path), device, max_batch, precision, mirror, core, status),
                                        name="facevox-network", daemon=True)
         self.process.start()
         try:
@@ -191,7 +192,8 @@ def _wait_until_ready(process, status) -> dict:
     raise NetworkServerError(f"the network process did not start within {START_TIMEOUT:.0f} s")
 
 
-def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precision: str, core: int | None, status) -> None:
+def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precision: str, mirror: bool, core: int | None,
+           status) -> None:
     """The server process: load the network, then answer batches of requests until told to stop."""
     try:
         if core is not None:  # before torch starts its threads: they inherit it
@@ -200,7 +202,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precisi
 
         from facevox.torch_volume import TorchVolumeModel
 
-        model = TorchVolumeModel(path, device, precision)
+        model = TorchVolumeModel(path, device, precision, mirror)
         block = SharedMemory(handle.block)
         arrays = slot_arrays(block.buf, handle.info, handle.slots, handle.volume)
         buffers = staging(handle.info, min(max_batch, handle.slots), handle.volume, model.device)
@@ -209,7 +211,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precisi
         # shape stalled every worker for up to seconds (16 clients: 15 faces/s with it, 344 without).
         torch.backends.cudnn.benchmark = False
         facts = {"device": torch.cuda.get_device_name(model.device) if cuda else str(model.device),
-                 "core": core, "max_batch": max_batch, "precision": precision}
+                 "core": core, "max_batch": max_batch, "precision": precision, "mirror": mirror}
     except Exception as error:
         status.put(f"{type(error).__name__}: {error}")
         return

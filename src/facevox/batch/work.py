@@ -27,6 +27,7 @@ class Options:
     size_mm: float | None = None
     max_triangles: int = 0
     model: str | None = None
+    mirror: bool = True  # the volume averaged with the mirrored crop's (facevox.api.Settings)
 
     @property
     def solid(self) -> bool:
@@ -64,8 +65,8 @@ def make_reconstructor(options: Options, threads: int | None = None, device: str
     if device:
         from facevox.torch_volume import TorchVolumeModel
 
-        network = TorchVolumeModel(options.model, device=device)
-    settings = Settings(max_triangles=options.max_triangles, solid=options.solid)
+        network = TorchVolumeModel(options.model, device=device, mirror=options.mirror)
+    settings = Settings(max_triangles=options.max_triangles, solid=options.solid, mirror=options.mirror)
     return Reconstructor(options.model, settings=settings, threads=threads, network=network)
 
 
