@@ -34,16 +34,16 @@ def test_same_outputs_as_onnxruntime(torch_cpu):
 def test_landmarks_only_and_per_row_volumes(torch_cpu):
     """surface=False: the landmarks alone; forward's volume covers only the rows that want it."""
     crops = np.stack([np.asarray(photo.resize((192, 192))) for photo in sources()[:2]])
-    full = torch_cpu(crops)
-    for got, want in zip(torch_cpu(crops, surface=False), full):
+    full, alone = torch_cpu(crops), TorchVolumeModel(device="cpu", mirror=False)(crops)
+    for got, want in zip(torch_cpu(crops, surface=False), alone):  # the landmarks-only pass sees the crop alone
         assert (got.volume, got.heatmaps, got.front) == (None, None, None)
-        assert np.array_equal(got.landmarks(192), want.landmarks(192))
+        assert np.abs(got.landmarks(192) - want.landmarks(192)).max() < 1e-3
     assert [o.volume for o in VolumeModel()(crops[:1], surface=False)] == [None]
     with torch.inference_mode():
         volume, heatmaps, _ = torch_cpu.forward(crops, np.array([False, True]))
         assert torch_cpu.forward(crops, False)[0] is None
     assert volume.shape == (1, *full[1].volume.shape) and np.abs(volume[0].numpy() - full[1].volume).max() < 1e-5
-    assert np.abs(heatmaps.numpy() - np.stack([o.heatmaps for o in full])).max() < 1e-5
+    assert np.abs(heatmaps[0].numpy() - alone[0].heatmaps).max() < 1e-5 and np.abs(heatmaps[1].numpy() - full[1].heatmaps).max() < 1e-5
 
 
 def test_landmarks_on_the_device_are_the_numpy_ones(torch_cpu):

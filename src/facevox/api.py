@@ -26,9 +26,10 @@ from facevox.volume import VolumeModel
 class Settings:
     """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles:
     decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
-    crops, twice the network time); mirror: average the volume with that of the mirrored crop
-    (facevox.volume.VolumeModel's mirror: a smaller surface error for a third network run; applies to
-    the default onnxruntime network, a `network` passed in keeps its own)."""
+    crops, twice the network time); mirror: average the second pass's volume and landmark maps with
+    those of the mirrored crop (facevox.volume.VolumeModel's mirror: smaller surface and landmark errors
+    for a third network run; applies to the default onnxruntime network, a `network` passed in keeps its
+    own)."""
 
     smooth: int = 10
     max_triangles: int = 0

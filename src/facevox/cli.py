@@ -58,7 +58,7 @@ class Summary:
     failed: list[str] = field(default_factory=list)
 
 
-MIRROR_HELP = "Average each volume with that of the mirrored crop (default): a smaller surface error; --no-mirror is about a fifth faster on a CPU."
+MIRROR_HELP = "Average each face's volume and landmarks with those of its mirrored crop (default): smaller errors; --no-mirror is about a fifth faster on a CPU."
 
 def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
     folder = out_dir if out_dir is not None else photo.parent

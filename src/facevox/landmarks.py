@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# iBUG-68 index of each landmark's mirror image (0-based): jaw, brows, nose, eyes, outer and inner lips.
+MIRROR_68 = np.array([*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+                      45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+                      54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+
+
+def mirror_maps(maps):
+    """(…, 68, H, W) per-landmark maps of a mirrored crop → those of the crop: each map mirrored back
+    and given to its landmark's mirror image (numpy arrays or torch tensors)."""
+    return maps[..., MIRROR_68, :, :].flip(-1) if hasattr(maps, "flip") else maps[..., MIRROR_68, :, ::-1]
+
 
 def from_heatmaps(heatmaps: np.ndarray, landmark_depth: np.ndarray, input_size: int) -> np.ndarray:
     """(68, H, H) heatmaps and depth maps → (68, 3) points (x, y, k) in crop pixels.

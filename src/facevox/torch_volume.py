@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facevox.landmarks import mirror_maps
 from facevox.volume import NetworkOutput, model_files
 
 
@@ -104,13 +105,15 @@ class TorchVolumeModel:
         if self.mirror and len(rows):  # the rows that want the volume, mirrored, go through the trunk too
             batch = torch.cat([batch, batch[rows].flip(-1)]).contiguous(memory_format=self.memory_format)
         decoded = self.net.trunk(batch)
-        heatmaps, depth = self.net.landmark_maps(decoded[:n])
+        heatmaps, depth = (maps.float() for maps in self.net.landmark_maps(decoded))
         if not len(rows):
-            return None, heatmaps.float(), depth.float()
+            return None, heatmaps, depth
         volume = torch.sigmoid(self.net.volume_logits(decoded[rows] if len(rows) < n else decoded[:n]).float())
         if self.mirror:
             volume = (volume + torch.sigmoid(self.net.volume_logits(decoded[n:]).float()).flip(-1)) / 2
-        return volume, heatmaps.float(), depth.float()
+            for maps in (heatmaps, depth):
+                maps[rows] = (maps[rows] + mirror_maps(maps[n:])) / 2
+        return volume, heatmaps[:n], depth[:n]
 
     def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
         """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop, with its landmarks found on the device;

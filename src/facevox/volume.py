@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facevox.landmarks import from_heatmaps
+from facevox.landmarks import from_heatmaps, mirror_maps
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "vrn-hg2-w192"
@@ -53,9 +53,10 @@ def model_files(path: str | os.PathLike | None = None) -> tuple[Path, dict]:
 
 class VolumeModel:
     """The shipped network on onnxruntime (CPU unless told otherwise). Load once, call many times.
-    mirror: each volume is the mean of the crop's and its mirror image's (mirrored back), which lowers
-    the surface error by about a twentieth at the cost of a second network pass (bench/accuracy_synthetic.py);
-    the landmarks come from the crop alone."""
+    mirror: where the surface is asked for, the volume, heatmaps and landmark depths are the means of the
+    crop's and its mirror image's (mirrored back, each landmark's maps from its mirror landmark's), which
+    lowers the surface error by about a twentieth at the cost of a second network run
+    (bench/accuracy_synthetic.py)."""
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, providers=None, mirror: bool = True):
         import onnxruntime
@@ -80,8 +81,9 @@ class VolumeModel:
             batch = np.concatenate([batch, batch[..., ::-1]])
         batch = np.ascontiguousarray(batch, dtype=np.float32) / 255.0
         outputs = self.session.run(["volume"] * surface + ["heatmaps", "landmark_depth"], {"image": batch})
-        heatmaps, depth = (o[:n] for o in outputs[-2:])
-        volumes = [None] * n
-        if surface:
-            volumes = (outputs[0][:n] + outputs[0][n:, ..., ::-1]) / 2 if self.mirror else outputs[0]
+        heatmaps, depth = outputs[-2:]
+        volumes = outputs[0] if surface else [None] * n
+        if surface and self.mirror:
+            volumes = (volumes[:n] + volumes[n:, ..., ::-1]) / 2
+            heatmaps, depth = ((maps[:n] + mirror_maps(maps[n:])) / 2 for maps in (heatmaps, depth))
         return [NetworkOutput(v, h, d) for v, h, d in zip(volumes, heatmaps, depth)]

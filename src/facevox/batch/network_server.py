@@ -12,7 +12,7 @@ copies each output of a batch from the device at once, into a staging buffer (pi
 from there into the slots. The queues carry only slot numbers and error messages. A server that dies,
 or stops its heartbeat, makes every client raise NetworkServerError within `timeout` seconds, and the
 batch stops (no photo is recorded as failed). reserve_core: the server gets a core of its own; mirror:
-TorchVolumeModel's (each volume averaged with the mirrored crop's).
+TorchVolumeModel's (a full pass's outputs averaged with the mirrored crop's).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Options:
     size_mm: float | None = None
     max_triangles: int = 0
     model: str | None = None
-    mirror: bool = True  # the volume averaged with the mirrored crop's (facevox.api.Settings)
+    mirror: bool = True  # volume and landmarks averaged with the mirrored crop's (facevox.api.Settings)
 
     @property
     def solid(self) -> bool:
