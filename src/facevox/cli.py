@@ -60,6 +60,7 @@ class Summary:
 
 MIRROR_HELP = "Average each face's volume and landmarks with those of its mirrored crop (default): smaller errors; --no-mirror is about a fifth faster on a CPU."
 
+
 def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
     folder = out_dir if out_dir is not None else photo.parent
     return folder / (photo.stem if index == 0 else f"{photo.stem}_face{index + 1}")
