@@ -91,16 +91,17 @@ def local_front_depth(occupancy: torch.Tensor, around: torch.Tensor, window: int
 
 def tilt(difference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(b, h, w) → (b, h, w): the plane a + b·x + c·y fitted to each face's difference over its mask
-    (least squares): how far in depth, and how tilted, one surface lies from another."""
+    (least squares, in float32 also under autocast): how far in depth, and how tilted, one surface lies
+    from another."""
     h, w = mask.shape[1:]
-    difference = difference.float()
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=mask.device), torch.linspace(-1, 1, w, device=mask.device), indexing="ij")
-    basis = torch.stack([torch.ones_like(x), x, y])  # (3, h, w)
-    weight = mask.float()
-    gram = torch.einsum("ihw,jhw,bhw->bij", basis, basis, weight) + 1e-6 * torch.eye(3, device=mask.device)
-    moments = torch.einsum("ihw,bhw->bi", basis, weight * torch.where(mask, difference, 0.0))
-    coefficients = torch.linalg.solve(gram, moments)
-    return torch.einsum("bi,ihw->bhw", coefficients, basis)
+    with torch.autocast(mask.device.type, enabled=False):
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=mask.device), torch.linspace(-1, 1, w, device=mask.device), indexing="ij")
+        basis = torch.stack([torch.ones_like(x), x, y])  # (3, h, w)
+        weight = mask.float()
+        gram = torch.einsum("ihw,jhw,bhw->bij", basis, basis, weight) + 1e-6 * torch.eye(3, device=mask.device)
+        moments = torch.einsum("ihw,bhw->bi", basis, weight * torch.where(mask, difference.float(), 0.0))
+        coefficients = torch.linalg.solve(gram, moments)
+        return torch.einsum("bi,ihw->bhw", coefficients, basis)
 
 
 def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -112,8 +113,7 @@ def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.T
     on its own; this asks for the surface."""
     target = torch.where(mask, depth, 0.0).clamp(0.0, volume_logits.shape[1] - 1.0)
     soft = local_front_depth(torch.sigmoid(volume_logits.float()), target)
-    with torch.autocast(soft.device.type, enabled=False):
-        aligned = soft - tilt((soft - target).detach(), mask)
+    aligned = soft - tilt((soft - target).detach(), mask)
     error = (aligned - target)[mask].abs().mean()
     for axis in (1, 2):
         length = mask.shape[axis] - 1
