@@ -80,6 +80,13 @@ def test_bad_inputs_get_one_line_each_and_the_batch_goes_on(tmp_path, bad_photos
     assert sorted(p.name for p in out.iterdir()) == ["good.glb", "good.json"]  # nothing half-written
 
 
+def test_batch_rejects_an_unknown_number_format(tmp_path, photos):
+    result = facevox("batch", photos, "-o", tmp_path / "out", "--device", "cpu", "--precision", "fp8")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "unknown number format 'fp8'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_folder_without_images_and_bad_format(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     result = facevox(tmp_path)
