@@ -28,7 +28,8 @@ whole-volume version of the network process: `--count 6000` for gpu_throughput_v
 
 Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers
-    (each count in turn; --reserve-core: the network process on a core of its own), GLB + JSON per
+    (each count in turn; --reserve-core: the network process on a core of its own, as `facevox batch`
+    does by default; without it, sharing the cores), GLB + JSON per
     face: faces/s over the whole run (start-up included) and after the first step; the GPU's
     utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
   network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
