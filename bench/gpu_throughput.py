@@ -19,7 +19,7 @@ works with that protobuf, and trimesh) and 100 photos made by tests/photos.py in
 carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
 then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 3000 --workers 16,32,48
 --batch-sizes 16,64` (gpu_throughput.json: the code at 8429f60, on a machine whose GPU had just
-finished three training runs). Earlier code, same photos: `--count 4000 --batch-sizes 16`
+finished three training runs). The later runs on an H200 machine, each with its command: bench/results/gpu_h200/. Earlier code, same photos: `--count 4000 --batch-sizes 16`
 (gpu_throughput_autotune.json, with the network process still autotuning cuDNN and the workers' BLAS
 pools spinning; gpu_throughput_settings.json holds four more settings, each with its command;
 gpu_throughput_no_autotune.json the two runs after autotuning was switched off; the earlier,
