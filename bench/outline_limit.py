@@ -28,17 +28,6 @@ from training.sources.synthetic import SyntheticFaces, load_photos
 from training.splits import real_faces
 
 
-def surface(volume: np.ndarray, slope: float | None) -> mesh.Mesh:
-    """facevox.mesh.surface_mesh with the outline limited at `slope` (None: not limited)."""
-    depth, mask = mesh.front_depth(volume)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    limited = depth[box] if slope is None else mesh.limit_outline(depth[box], mask[box], slope)
-    result = mesh.height_field(limited, mesh.large_pieces(mask[box]))
-    result.vertices[:, :2] += (cols[0], rows[0])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=96, help="faces (a multiple of 16)")
@@ -62,8 +51,9 @@ def main() -> None:
         for i, output in enumerate(outputs):
             points = vertices[i][metrics.visible_vertices(vertices[i], batch.depth.numpy()[i], VISIBILITY_TOLERANCE)]
             scale, group = metrics.interocular(marks[i]), yaw_bin(float(batch.pose[i, 0]))
+            depth, mask = mesh.front_depth(output.volume)
             for name, slope in slopes.items():
-                made = surface(output.volume, slope)
+                made = mesh.surface_from_depth(depth, mask, slope)
                 errors[name][group].append(metrics.dense_error(points, made.vertices, made.triangles, scale))
     result = {"what": __doc__.splitlines()[0], "model": net.info.get("name"), "training_steps": net.info.get("training_steps"),
               "faces": args.count, "seed_base": args.seed_base, "shipped_slope": mesh.OUTLINE_SLOPE,

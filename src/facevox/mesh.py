@@ -199,15 +199,16 @@ def surface_mesh(volume: np.ndarray, level: float = 0.5) -> Mesh:
     return surface_from_depth(*front_depth(volume, level))
 
 
-def surface_from_depth(depth: np.ndarray, mask: np.ndarray) -> Mesh:
+def surface_from_depth(depth: np.ndarray, mask: np.ndarray, outline_slope: float | None = OUTLINE_SLOPE) -> Mesh:
     """The surface from a front depth map and its mask: a height field, outline spikes limited by
-    `limit_outline`, in its large pieces (`large_pieces`: small islands of stray columns are left
-    out). Made on the mask's bounding box."""
+    `limit_outline` at `outline_slope` (None: not limited; bench/outline_limit.py), in its large pieces
+    (`large_pieces`: small islands of stray columns are left out). Made on the mask's bounding box."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
         return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
     box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    surface = height_field(limit_outline(depth[box], mask[box]), large_pieces(mask[box]))
+    limited = depth[box] if outline_slope is None else limit_outline(depth[box], mask[box], outline_slope)
+    surface = height_field(limited, large_pieces(mask[box]))
     surface.vertices[:, :2] += (cols[0], rows[0])
     return surface
 
