@@ -15,7 +15,9 @@ Faces
     full mesh `vertices`.
 
 Methods (same images)
-    facevox   the shipped ONNX network (`facevox.volume.VolumeModel`) on the uint8 crop: volume,
+    facevox   the shipped ONNX network (`facevox.volume.VolumeModel`; with `--device cuda`, the same
+              weights on torch, `facevox.torch_volume.TorchVolumeModel`, in `--precision`, as
+              `facevox batch --device` runs them) on the uint8 crop: volume,
               landmarks by `facevox.landmarks.from_heatmaps`, surface by `facevox.mesh.surface_mesh`
               (height field of the front depth, outline spikes limited, large pieces), as the
               product makes them.
@@ -83,6 +85,7 @@ import torch
 from bench import metrics
 from facevox.landmarks import from_heatmaps
 from facevox.mesh import front_depth, height_field, surface_mesh
+from facevox.torch_volume import PRECISIONS, TorchVolumeModel
 from facevox.volume import VolumeModel
 from training import sfm
 from training.fit import fit_landmarks
@@ -261,6 +264,9 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="ONNX file (default: the shipped model)")
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="real-faces folder ('' = procedural backgrounds only)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu: the ONNX model on onnxruntime, as shipped; else a torch "
+                        "device (cuda) for facevox.torch_volume.TorchVolumeModel, as `facevox batch --device` runs it")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the torch model's number format")
     parser.add_argument("--floor-every", type=int, default=8, help="pipeline floor on every N-th face (0 = never)")
     parser.add_argument("--out", default="bench/results/accuracy_synthetic.json")
     args = parser.parse_args(argv)
@@ -272,7 +278,11 @@ def main(argv=None):
     model = sfm.load()
     photo_files = real_faces(Path(args.photos), "val") if args.photos else []
     source = SyntheticFaces(model, load_photos(photo_files) if photo_files else None, device="cpu")
-    net = VolumeModel(args.model, threads=args.threads)
+    if args.device == "cpu":
+        net, network = VolumeModel(args.model, threads=args.threads), "onnxruntime on the CPU"
+    else:
+        net = TorchVolumeModel(args.model, args.device, args.precision)
+        network = f"torch on {torch.cuda.get_device_name(net.device) if net.device.type == 'cuda' else args.device}, {args.precision}"
     size, volume_depth = int(net.info["input_size"]), int(net.info["volume_depth"])
 
     rows, batches = [], -(-args.count // args.batch_size)
@@ -303,6 +313,7 @@ def main(argv=None):
             "yaw_bins_degrees": {k: [v[0], min(v[1], 90.0)] for k, v in BINS.items()},
             "background_photos": f"real-faces 'val' split ({len(photo_files)} photos)" if photo_files else "procedural only",
             "model_file": net.path.name,
+            "network": network,
             "model_training_steps": net.info.get("training_steps"),
             "visibility_tolerance_px": VISIBILITY_TOLERANCE,
             "best_shift_search": "whole voxels in [-24, 24], then 0.25 steps within ±1 of the best",

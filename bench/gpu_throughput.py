@@ -19,7 +19,8 @@ works with that protobuf, and trimesh) and 100 photos made by tests/photos.py in
 carried in two calls (the wheels do not fit one), installed with `python3 -m pip install --no-deps`,
 then `python3 bench/gpu_throughput.py --device cuda --photos cache/photos --count 3000 --workers 16,32,48
 --batch-sizes 16,64` (gpu_throughput.json: the code at 8429f60, on a machine whose GPU had just
-finished three training runs). The later runs on an H200 machine, each with its command: bench/results/gpu_h200/. Earlier code, same photos: `--count 4000 --batch-sizes 16`
+finished three training runs). The later runs on H200 machines and an H100 one, each with its command: bench/results/gpu_h200/
+and bench/results/gpu_h100/. Earlier code, same photos: `--count 4000 --batch-sizes 16`
 (gpu_throughput_autotune.json, with the network process still autotuning cuDNN and the workers' BLAS
 pools spinning; gpu_throughput_settings.json holds four more settings, each with its command;
 gpu_throughput_no_autotune.json the two runs after autotuning was switched off; the earlier,
@@ -30,8 +31,9 @@ Measured, in this order:
   end_to_end: the local engine with the shared network process on the device and --workers workers
     (each count in turn; --reserve-core: the network process on a core of its own, as `facevox batch`
     does by default; without it, sharing the cores), GLB + JSON per
-    face: faces/s over the whole run (start-up included) and after the first step; the GPU's
-    utilisation meanwhile (nvidia-smi, sampled every 0.5 s);
+    face: faces/s over the whole run (start-up included), after the first step, and while all
+    workers were busy; the GPU's utilisation and the machine's CPU busy share meanwhile (nvidia-smi
+    and /proc/stat, sampled every 0.5 s);
   network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
     on the device, outputs copied into host memory as the server does) and the forward alone, for a
     full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in the
@@ -90,29 +92,48 @@ def inputs(photos: str | None, count: int, scratch: Path) -> tuple[list[str], st
     return keys, root
 
 
-class GpuSampler(threading.Thread):
-    """GPU utilisation (%) and memory used (MiB) from nvidia-smi every 0.5 s until stopped."""
+def cpu_times() -> tuple[int, int] | None:
+    """The machine's (busy, total) CPU time in ticks since boot, from /proc/stat (None elsewhere)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks[:8]) - idle, sum(ticks[:8])
+
+
+class UsageSampler(threading.Thread):
+    """Every 0.5 s until stopped: the GPU's utilisation (%) and memory used (MiB) from nvidia-smi, and the
+    share of all the machine's CPU time that was busy since the last sample (/proc/stat)."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.samples: list[tuple[float, float]] = []
+        self.cpu_busy: list[float] = []
         self.done = threading.Event()
 
     def run(self):
         query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-i", "0"]
+        last = cpu_times()
         while not self.done.wait(0.5):
             line = subprocess.run(query, capture_output=True, text=True).stdout.strip()
             if line:
                 self.samples.append(tuple(float(v) for v in line.split(",")))
+            now = cpu_times()
+            if last and now and now[1] > last[1]:
+                self.cpu_busy.append(100 * (now[0] - last[0]) / (now[1] - last[1]))
+            last = now
 
-    def summary(self) -> dict | None:
+    def summary(self) -> tuple[dict | None, float | None]:
+        """The GPU's figures, and the median of the CPU busy shares (%)."""
         self.done.set()
         self.join()
+        cpu = round(float(np.median(self.cpu_busy)), 1) if self.cpu_busy else None
         if not self.samples:
-            return None
+            return None, cpu
         busy, memory = np.array(self.samples).T
         return {"samples": len(busy), "mean_percent": round(busy.mean(), 1), "median_percent": float(np.median(busy)),
-                "max_memory_mib": float(memory.max())}
+                "max_memory_mib": float(memory.max())}, cpu
 
 
 def steady_faces_per_second(index) -> float | None:
@@ -141,7 +162,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
     from facevox.batch.store import open_store
 
     options = Options(out=out, root=root, mirror=mirror)
-    sampler = GpuSampler() if device.startswith("cuda") and shutil.which("nvidia-smi") else None
+    sampler = UsageSampler() if device.startswith("cuda") and shutil.which("nvidia-smi") else None
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     pending, _, _ = plan(keys, options)
@@ -154,6 +175,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
         else:
             faces_after_first += sum(r["faces"] for r in records)
     end = time.perf_counter()
+    gpu, cpu_busy = sampler.summary() if sampler else (None, None)
     index = read_index(open_store(out))
     faces = pc.sum(index["faces"]).as_py()
     done = index.filter(pc.equal(index["status"], "done"))
@@ -168,7 +190,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
         "worker_seconds_per_face": per_face,
         "worker_seconds_per_face_whole": round(pc.sum(done["seconds"]).as_py() / faces, 5),
         "worker_cpu_seconds_per_face": round(pc.sum(done["cpu_seconds"]).as_py() / faces, 5),
-        "gpu_utilisation": sampler.summary() if sampler else None,
+        "gpu_utilisation": gpu, "cpu_busy_median_percent": cpu_busy,
         "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
     }
 
