@@ -67,7 +67,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # spawned workers inher
 
 import numpy as np  # noqa: E402
 
-from facevox.torch_volume import PRECISIONS  # noqa: E402
+from facevox.torch_volume import PRECISIONS, default_precision  # noqa: E402
 
 
 def inputs(photos: str | None, count: int, scratch: Path) -> tuple[list[str], str]:
@@ -323,11 +323,12 @@ def main() -> None:
                         help="worker processes, or a comma-separated list: an end-to-end run and a network-process run for each")
     parser.add_argument("--batch-sizes", help="network alone; default 1,16,64 on CUDA, 1,4 on a CPU (and each --workers)")
     parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the network's number format (end to end and alone)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="the network's number format (end to end and alone); default: facevox's (fp16 on CUDA)")
     parser.add_argument("--reserve-core", action="store_true", help="the network process on a core of its own (NetworkServer's reserve_core)")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false", help="each face's crop alone, not averaged with its mirror image")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_throughput.json")
     args = parser.parse_args()
+    args.precision = args.precision or default_precision(args.device)
     cuda = args.device.startswith("cuda")
     worker_counts = [int(w) for w in args.workers.split(",")]
     sizes = [int(s) for s in (args.batch_sizes or ("1,16,64" if cuda else "1,4")).split(",")]

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="the torch network needs torch: pip 
 pytest.importorskip("onnx", reason="the torch network reads the ONNX weights with onnx: pip install -e '.[gpu]'")
 
 import facevox  # noqa: E402
-from facevox.torch_volume import TorchVolumeModel  # noqa: E402
+from facevox.torch_volume import TorchVolumeModel, default_precision  # noqa: E402
 from facevox.volume import VolumeModel  # noqa: E402
 from photos import sources  # noqa: E402
 
@@ -29,6 +29,13 @@ def test_same_outputs_as_onnxruntime(torch_cpu):
         assert np.abs(got.heatmaps - want.heatmaps).max() < 1e-4
         assert np.abs(got.landmark_depth - want.landmark_depth).max() < 1e-2  # depths are in voxels (0-200)
         assert np.abs(got.landmarks(192) - want.landmarks(192)).max() < 1e-2
+
+
+def test_number_format_defaults_to_fp16_on_cuda_only(torch_cpu):
+    assert [default_precision(d) for d in ("cuda", "cuda:1", "cpu")] == ["fp16", "fp16", "fp32"]
+    assert torch_cpu.precision == "fp32" and torch_cpu.dtype == torch.float32
+    with pytest.raises(ValueError, match="fp8"):
+        TorchVolumeModel(device="cpu", precision="fp8")
 
 
 def test_landmarks_only_and_per_row_volumes(torch_cpu):

@@ -51,11 +51,11 @@ def plan(keys: list[str], options: Options) -> tuple[list[str], list[dict], int]
 
 def run(pending: list[str], options: Options, engine: str = "local", workers: int | None = None, batch_size: int = 8,
         address: str | None = None, gpus_per_worker: float = 0.0, device: str | None = None,
-        reserve_core: bool = True, precision: str = "fp32") -> Iterator[list[dict]]:
+        reserve_core: bool = True, precision: str | None = None) -> Iterator[list[dict]]:
     """Process the inputs with the engine (see plan); yields their records as steps finish.
     GPUs: Ray gives each actor gpus_per_worker of one; the local engine runs the network on `device`
     in one process that all its workers share (reserve_core: on a core of its own; precision: the
-    network's number format; see facevox.batch.network_server.NetworkServer). A NetworkServerError from that process stops the run."""
+    network's number format, None for facevox.torch_volume.default_precision; see facevox.batch.network_server.NetworkServer). A NetworkServerError from that process stops the run."""
     if not pending:
         return
     if engine == "ray":

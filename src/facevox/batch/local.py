@@ -14,10 +14,11 @@ from facevox.batch.network_server import NetworkClient, NetworkServer, ServerHan
 from facevox.batch.work import Options, make_reconstructor, process_batch
 
 _worker: dict = {}  # this worker process's reconstructor, store and options
-# With a shared network process, each worker waits for it two to three times as long as it works (two
-# round trips a face), so the default is three workers a core: on a 16-vCPU H200 machine 24 / 32 / 48
-# workers ran 310 / 351 / 402 faces/s (bench/results/gpu_h200/reserved_core_w24_32_48_fp32.json).
-DEVICE_WORKERS_PER_CORE = 3
+# With a shared network process, each worker waits for it several times as long as it works (two round
+# trips a face), so the default is six workers a core: on a 16-vCPU H200 machine, fp16, 48 / 64 / 80 /
+# 96 / 112 workers ran 442 / 499 / 518 / 527 / 524 faces/s (bench/results/gpu_h200/reserved_core_w*_fp16.json
+# of 2026-11-26).
+DEVICE_WORKERS_PER_CORE = 6
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
@@ -55,13 +56,13 @@ def _step(keys: list[str]) -> list[dict]:
 
 
 def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8,
-              device: str | None = None, reserve_core: bool = True, precision: str = "fp32") -> Iterator[list[dict]]:
+              device: str | None = None, reserve_core: bool = True, precision: str | None = None) -> Iterator[list[dict]]:
     """Process the inputs in steps of batch_size photos; yields each step's records as it finishes.
     workers: default one per core, or DEVICE_WORKERS_PER_CORE with a device. device: run the network
     there (e.g. "cuda") in one process, batched across the workers; reserve_core: keep that process to a
     core of its own (NetworkServer's reserve_core, on 4 cores or more; 48 workers: 405 against 369
     faces/s in one paired run); precision: the network's number format there
-    (facevox.torch_volume.TorchVolumeModel).
+    (facevox.torch_volume.TorchVolumeModel; None: fp16 on CUDA, else fp32).
     Closing the iterator early (or Ctrl-C) cancels the steps not started; finished ones stay written."""
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or (DEVICE_WORKERS_PER_CORE * cores if device else cores), len(keys)))

@@ -135,7 +135,7 @@ class NetworkServer:
     handle's `cores` name the others, for the clients' processes to keep to (the local engine's workers
     do), so that they never starve it."""
 
-    def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, precision: str = "fp32",
+    def __init__(self, model=None, device: str = "cuda", slots: int = 1, max_batch: int = 64, precision: str | None = None,
                  timeout: float = 10.0, volume: bool = False, reserve_core: bool = False, mirror: bool = True):
         context = multiprocessing.get_context("spawn")  # no fork after CUDA starts
         path, info = model_files(model)
@@ -192,7 +192,7 @@ def _wait_until_ready(process, status) -> dict:
     raise NetworkServerError(f"the network process did not start within {START_TIMEOUT:.0f} s")
 
 
-def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precision: str, mirror: bool, core: int | None,
+def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precision: str | None, mirror: bool, core: int | None,
            status) -> None:
     """The server process: load the network, then answer batches of requests until told to stop."""
     try:
@@ -211,7 +211,7 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precisi
         # shape stalled every worker for up to seconds (16 clients: 15 faces/s with it, 344 without).
         torch.backends.cudnn.benchmark = False
         facts = {"device": torch.cuda.get_device_name(model.device) if cuda else str(model.device),
-                 "core": core, "max_batch": max_batch, "precision": precision, "mirror": mirror}
+                 "core": core, "max_batch": max_batch, "precision": model.precision, "mirror": mirror}
     except Exception as error:
         status.put(f"{type(error).__name__}: {error}")
         return
