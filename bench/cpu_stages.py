@@ -57,22 +57,21 @@ def photo_stages(reconstructor, path: str) -> list[dict[str, float]]:
     from facevox import crop as crop_rule
     from facevox.api import Clock
     from facevox.export import export
-    from facevox.faces import detect_faces
-    from facevox.image import load_image
+    from facevox.errors import NoFaceError
 
     clock = Clock(time.process_time)
-    image = load_image(path)
-    clock.lap("decode")
-    detections = detect_faces(image, reconstructor.detectors)
-    clock.lap("detect")
+    try:
+        photo, detections = reconstructor.find_faces(path, True, clock)
+    except NoFaceError:
+        return []
     shared = {stage: clock.laps[stage] / max(len(detections), 1) for stage in ("decode", "detect")}
     size, crops = reconstructor.model.input_size, 2 if reconstructor.settings.refine else 1
     faces = []
     for detection in detections:
         clock = Clock(time.process_time)
-        crop_rule.crop_image(image, crop_rule.crop_matrix(detection.box, size), size)
+        crop_rule.crop_image(photo.pixels, crop_rule.chain(crop_rule.crop_matrix(detection.box, size), photo.to_photo()), size)
         clock.lap("crop")
-        face = reconstructor.reconstruct_face(image, detection, clock)
+        face = reconstructor.reconstruct_face(photo, detection, clock)
         clock.lap("pose")  # the rest of reconstruct_face: landmarks to the photo, head pose (left out)
         export(face, "glb"), export(face, "json")
         clock.lap("write")

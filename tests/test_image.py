@@ -84,3 +84,33 @@ def test_missing_path_and_folder(tmp_path):
         load_image(tmp_path / "nothing.jpg")
     with pytest.raises(FacevoxError, match="directory"):
         load_image(tmp_path)
+
+
+def test_a_large_jpeg_decodes_smaller_with_pixels_mapped_to_the_photo(astronaut):
+    from facevox.image import PhotoFile
+
+    large = np.asarray(Image.fromarray(astronaut).resize((2000, 2000), Image.BICUBIC))
+    buffer = io.BytesIO()
+    Image.fromarray(large).save(buffer, format="JPEG", quality=95)
+    file = PhotoFile(buffer.getvalue())
+    assert file.size == (2000, 2000)
+    full, quarter = file.decode(), file.decode(4)
+    assert (full.reduction, full.pixels.shape) == (1, (2000, 2000, 3))
+    assert (quarter.reduction, quarter.pixels.shape) == (4, (500, 500, 3))
+    # Pixel (row 100, column 300) of the quarter stands for the photo's 4×4 block from (400, 1200).
+    assert np.array_equal(quarter.to_photo() @ [300, 100, 1], [1201.5, 401.5])
+    block = full.pixels[400:404, 1200:1204].reshape(-1, 3).mean(0)
+    assert np.abs(quarter.pixels[100, 300] - block).max() < 12
+    png = io.BytesIO()
+    Image.fromarray(large).save(png, format="PNG")
+    assert PhotoFile(png.getvalue()).decode(4).reduction == 1  # only JPEGs decode smaller
+
+
+def test_photo_size_is_upright(astronaut):
+    from facevox.image import PhotoFile
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut[:300, :200]).save(buffer, format="JPEG", exif=exif)
+    assert PhotoFile(buffer.getvalue()).size == (300, 200)

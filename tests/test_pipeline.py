@@ -127,6 +127,33 @@ def test_a_large_photo_is_detected_shrunk_with_boxes_in_its_own_pixels(astronaut
     assert np.abs(box - expected).max() < 0.02 * (expected[2] - expected[0])
 
 
+def test_decoding_rules_keep_detector_input_and_crops_large_enough():
+    from facevox import crop, faces
+
+    assert [faces.decode_reduction((w, 100)) for w in (1280, 1281, 2559, 2560, 4032, 20000)] == [1, 2, 2, 4, 4, 8]
+    assert [crop.reduction((0, 0, w, w)) for w in (100, 239, 240, 480, 960, 5000)] == [1, 1, 2, 4, 8, 8]
+    a, b = np.array([[2.0, 0, 3], [0, 2, 5]]), np.array([[0.5, 0, 1], [0, 0.5, -1]])
+    points = np.array([[10.0, 20], [3, 4]])
+    assert np.allclose(crop.apply(crop.chain(a, b), points), crop.apply(a, crop.apply(b, points)))
+
+
+def test_a_large_jpeg_gives_the_face_of_its_full_size_pixels(reconstructor, astronaut):
+    """A 12-megapixel JPEG is decoded at a quarter of its size; the face comes out in the photo's own
+    pixels, as from the full-size pixels (given as an array)."""
+    from PIL import Image
+
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[:, 500:3500] = np.asarray(Image.fromarray(astronaut).resize((3000, 3000), Image.BICUBIC))
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=92)
+    (face,), (want,) = reconstructor(buffer.getvalue()), reconstructor(canvas)
+    eyes = np.linalg.norm(want.landmarks_2d[36:42].mean(0) - want.landmarks_2d[42:48].mean(0))
+    assert eyes > 200
+    assert np.linalg.norm(face.landmarks_2d - want.landmarks_2d, axis=1).mean() < 0.03 * eyes
+    assert np.abs(face.box - want.box).max() < 0.05 * (want.box[2] - want.box[0])
+    assert np.abs(face.mesh.colours.mean(0) - want.mesh.colours.mean(0)).max() < 3
+
+
 def test_haar_fallback_finds_the_astronaut(astronaut):
     from facevox.faces import HaarDetector, detect_faces
 

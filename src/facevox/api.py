@@ -9,16 +9,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from facevox import crop as crop_rule
 from facevox import mesh, pose
 from facevox.errors import NoFaceError
-from facevox.face import Face
-from facevox.faces import Detection, default_detectors, detect_faces
-from facevox.image import load_image
+from facevox.face import Face, Mesh
+from facevox.faces import Detection, decode_reduction, default_detectors, detect_faces
+from facevox.image import Photo, PhotoFile
 from facevox.volume import VolumeModel
 
 
@@ -55,38 +55,59 @@ class Reconstructor:
         return self.reconstruct(source, all_faces)
 
     def reconstruct(self, source, all_faces: bool = True) -> list[Face]:
-        """All faces in the photo, largest first (only the largest if all_faces is False).
-        Raises FacevoxError for an unreadable photo and NoFaceError when no face is found."""
+        """All faces in the photo (a path, bytes, file object, PIL image, array or PhotoFile), largest first
+        (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and NoFaceError when no face is found."""
         clock = Clock()
-        image = load_image(source)
-        clock.lap("decode")
-        detections = detect_faces(image, self.detectors)
-        clock.lap("detect")
-        if not detections:
-            raise NoFaceError("no face found in the photo")
-        faces = [self.reconstruct_face(image, d, clock) for d in (detections if all_faces else detections[:1])]
+        photo, detections = self.find_faces(source, all_faces, clock)
+        faces = [self.reconstruct_face(photo, d, clock) for d in detections]
         self.timings = clock.laps
         return faces
 
-    def reconstruct_face(self, image: np.ndarray, detection: Detection, clock: "Clock | None" = None) -> Face:
-        """One face, from a detection (a face box in the photo)."""
+    def find_faces(self, source, all_faces: bool = True, clock: "Clock | None" = None) -> tuple[Photo, list[Detection]]:
+        """The photo, decoded as small as its faces allow (a large JPEG at 1/2 to 1/8 of its size: far
+        faster), and the faces' boxes in the photo's own pixels, largest first. NoFaceError if none."""
         clock = clock or Clock()
-        size = self.model.input_size
+        file = source if isinstance(source, PhotoFile) else PhotoFile(source)
+        photo = file.decode(decode_reduction(file.size))
+        clock.lap("decode")
+        detections = [replace(d, box=crop_rule.apply(photo.to_photo(), d.box.reshape(2, 2)).ravel())
+                      for d in detect_faces(photo.pixels, self.detectors)]
+        clock.lap("detect")
+        if not detections:
+            raise NoFaceError("no face found in the photo")
+        detections = detections if all_faces else detections[:1]
+        finest = min(crop_rule.reduction(d.box, self.model.input_size) for d in detections)
+        if finest < photo.reduction:  # a face too small for the pixels decoded: decode finer
+            photo = file.decode(finest)
+            clock.lap("decode")
+        return photo, detections
+
+    def reconstruct_face(self, photo: Photo | np.ndarray, detection: Detection, clock: "Clock | None" = None) -> Face:
+        """One face, from a detection (a face box in photo pixels) and the decoded photo (or an image
+        array, the photo at full size)."""
+        clock = clock or Clock()
+        photo = photo if isinstance(photo, Photo) else Photo(photo)
+        pixels_to_photo, size = photo.to_photo(), self.model.input_size
+
+        def crop(matrix: np.ndarray) -> np.ndarray:  # matrix: photo → crop
+            return crop_rule.crop_image(photo.pixels, crop_rule.chain(matrix, pixels_to_photo), size)
+
         matrix = crop_rule.crop_matrix(detection.box, size)
         refine = self.settings.refine  # then the first pass needs only the landmarks
-        output = self.model(crop_rule.crop_image(image, matrix, size), surface=not refine)[0]
+        output = self.model(crop(matrix), surface=not refine)[0]
         points = output.landmarks(size)
         if refine:  # the network's landmarks give the face box exactly by the crop rule's convention
             marks = mesh.points_to_photo(points, matrix)[:, :2]
             matrix = crop_rule.crop_matrix(np.r_[marks.min(0), marks.max(0)], size)
-            output = self.model(crop_rule.crop_image(image, matrix, size))[0]
+            output = self.model(crop(matrix))[0]
             points = output.landmarks(size)
         clock.lap("network")
         surface = mesh.surface_from_depth(*output.front_depth())
         if self.settings.max_triangles:
             surface = mesh.decimate(surface, self.settings.max_triangles)
         clock.lap("mesh")
-        surface = mesh.colour_from_photo(mesh.to_photo(surface, matrix), image)
+        colours = mesh.colour_from_photo(mesh.to_photo(surface, crop_rule.chain(matrix, pixels_to_photo)), photo.pixels).colours
+        surface = Mesh(mesh.points_to_photo(surface.vertices, matrix), surface.triangles, colours)
         clock.lap("colour")
         extras = {"crop_matrix": matrix}
         if self.settings.solid:

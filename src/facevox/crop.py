@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facevox.image import reduction_for
+
 CROP_SIZE = 192
 CROP_SCALE = 1.6  # crop side / max(face box width, height)
 CROP_SHIFT_Y = -0.1  # crop centre above the box centre, in box heights (keeps the forehead in)
@@ -31,6 +33,20 @@ def crop_matrix(face_box, size: int = CROP_SIZE, zoom: float = 1.0) -> np.ndarra
     return np.array(
         [[scale, 0.0, offset - scale * centre_x], [0.0, scale, offset - scale * centre_y]]
     )
+
+
+def reduction(face_box, size: int = CROP_SIZE) -> int:
+    """The largest power of two up to 8 by which the photo may be shrunk with this face's crop still
+    `size` pixels of it across (no crop enlarged)."""
+    x0, y0, x1, y1 = (float(v) for v in face_box)
+    return reduction_for(CROP_SCALE * max(x1 - x0, y1 - y0), size)
+
+
+def chain(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2×3 affine matrix that applies `inner`, then `outer`."""
+    combined = outer[:, :2] @ inner
+    combined[:, 2] += outer[:, 2]
+    return combined
 
 
 def invert(matrix: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from facevox.errors import FacevoxError
+from facevox.image import reduction_for
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class BoxConvention:
 
 
 DETECT_SIDE = 1280  # pixels: detectors see larger photos shrunk to this (`shrink`)
+
+
+def decode_reduction(size: tuple[int, int]) -> int:
+    """The largest power of two up to 8 by which a photo of this (width, height), larger than DETECT_SIDE,
+    may be decoded smaller for the detectors: its longer side stays at DETECT_SIDE / 2 or more, where
+    `shrink` would bring it anyway."""
+    return reduction_for(max(size), DETECT_SIDE / 2) if max(size) > DETECT_SIDE else 1
 
 
 class Detector(Protocol):

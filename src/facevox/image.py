@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,32 +30,77 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     EXIF orientation is applied; greyscale, palette, CMYK, 16-bit and alpha images become RGB
     (alpha composited on white). Raises FacevoxError with a one-line reason for anything else.
     """
-    if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
-    if isinstance(source, Image.Image):
-        return _pil_to_rgb(source)
-    name = "image"
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = path.name
-        if not path.exists():
-            raise FacevoxError(f"{path}: no such file")
-        if path.is_dir():
-            raise FacevoxError(f"{path}: is a directory, not an image")
-        source = path.read_bytes()
-    elif hasattr(source, "read"):
-        name = Path(str(getattr(source, "name", "") or name)).name
-        source = source.read()
-    if not isinstance(source, (bytes, bytearray, memoryview)):
-        raise FacevoxError(f"cannot read an image from {type(source).__name__}")
-    if len(source) == 0:
-        raise FacevoxError(f"{name}: empty file")
-    with open_image(bytes(source), max_pixels, name) as image:
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise DamagedImageError(f"{name}: damaged or truncated image ({error})") from None
-        return _pil_to_rgb(image)
+    return PhotoFile(source, max_pixels).decode().pixels
+
+
+def reduction_for(length: float, least: float) -> int:
+    """The largest power of two up to 8 (JPEG's DCT scalings) that shrinks `length` to no less than `least`."""
+    factor = 1
+    while factor < 8 and length / (2 * factor) >= least:
+        factor *= 2
+    return factor
+
+
+@dataclass
+class Photo:
+    """A decoded photo: `pixels`, (h, w, 3) uint8 RGB, at 1/`reduction` of the photo's own size in each
+    direction (JPEG's DCT scaling: 1, 2, 4 or 8). Pixel column j stands for the photo's columns
+    r·j … r·j + r − 1 (rows alike), so its centre is at r·j + (r − 1)/2 in photo pixels."""
+
+    pixels: np.ndarray
+    reduction: int = 1
+
+    def to_photo(self) -> np.ndarray:
+        """The 2×3 affine matrix from these pixels to the photo's."""
+        r = self.reduction
+        return np.array([[r, 0.0, (r - 1) / 2], [0.0, r, (r - 1) / 2]], dtype=np.float64)
+
+
+class PhotoFile:
+    """A photo read but not yet decoded (a path, bytes, file object; a PIL image or array is kept as it
+    is): its header checked (FacevoxError with a one-line reason), `size` (width, height) upright."""
+
+    def __init__(self, source, max_pixels: int = MAX_PIXELS):
+        self.max_pixels, self.name = max_pixels, "image"
+        if isinstance(source, (np.ndarray, Image.Image)):
+            self.decoded = _array_to_rgb(source) if isinstance(source, np.ndarray) else _pil_to_rgb(source)
+            self.size = (self.decoded.shape[1], self.decoded.shape[0])
+            return
+        self.decoded = None
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            self.name = path.name
+            if not path.exists():
+                raise FacevoxError(f"{path}: no such file")
+            if path.is_dir():
+                raise FacevoxError(f"{path}: is a directory, not an image")
+            source = path.read_bytes()
+        elif hasattr(source, "read"):
+            self.name = Path(str(getattr(source, "name", "") or self.name)).name
+            source = source.read()
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            raise FacevoxError(f"cannot read an image from {type(source).__name__}")
+        if len(source) == 0:
+            raise FacevoxError(f"{self.name}: empty file")
+        self.data = bytes(source)
+        with open_image(self.data, max_pixels, self.name) as image:
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            self.size = (image.height, image.width) if turned else (image.width, image.height)
+
+    def decode(self, reduction: int = 1) -> Photo:
+        """The photo's pixels; a JPEG is decoded at 1/reduction of its size (a power of two up to 8:
+        far faster for large photos), any other image in full."""
+        if self.decoded is not None:
+            return Photo(self.decoded)
+        with open_image(self.data, self.max_pixels, self.name) as image:
+            width = image.width
+            if reduction > 1 and image.format == "JPEG":
+                image.draft(None, (image.width // reduction, image.height // reduction))
+            try:
+                image.load()
+            except (OSError, SyntaxError, ValueError) as error:
+                raise DamagedImageError(f"{self.name}: damaged or truncated image ({error})") from None
+            return Photo(_pil_to_rgb(image), round(width / image.width))
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> Image.Image:

@@ -295,15 +295,16 @@ def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Resu
     import numpy as np
     from PIL import Image
 
+    from facevox.errors import DamagedImageError
     from facevox.export import MEDIA_TYPES, export
-    from facevox.image import load_image
+    from facevox.image import PhotoFile, reduction_for
 
     try:
-        image = load_image(data, max_pixels=max_pixels)
-    except FacevoxError:
+        file = PhotoFile(data, max_pixels=max_pixels)
+        faces = reconstructor.reconstruct(file, all_faces=True)
+        preview = Image.fromarray(file.decode(reduction_for(max(file.size), PREVIEW_SIDE)).pixels)
+    except DamagedImageError:
         raise ApiError(400, "damaged", "The image is damaged or truncated.") from None
-    try:
-        faces = reconstructor.reconstruct(image, all_faces=True)
     except NoFaceError:
         raise ApiError(422, "no_face", "No face was found in this photo. Try a clear, well-lit photo where the face is visible.") from None
     except FacevoxError as error:
@@ -311,8 +312,7 @@ def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Resu
     if not faces:
         raise ApiError(422, "no_face", "No face was found in this photo. Try a clear, well-lit photo where the face is visible.")
 
-    height, width = image.shape[:2]
-    preview = Image.fromarray(image)
+    width, height = file.size
     preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buffer = io.BytesIO()
     preview.save(buffer, "JPEG", quality=85)
