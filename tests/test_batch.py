@@ -237,6 +237,15 @@ def test_split_cores(monkeypatch):
     assert core == 9 and 9 not in cores and set(cores) <= set(range(2, 9)) and len(cores) >= 6
 
 
+def test_default_device_workers_fit_in_memory():
+    from facevox.batch.local import DEVICE_WORKERS_PER_CORE, WORKER_MEMORY, available_memory, default_device_workers
+
+    assert default_device_workers(16, available=128 * 2**30) == 16 * DEVICE_WORKERS_PER_CORE
+    assert default_device_workers(8, available=40 * WORKER_MEMORY) == 20  # half the memory for the workers
+    assert default_device_workers(8, available=2**30) == 8  # one a core at least
+    assert available_memory() is None or available_memory() > 0
+
+
 def test_output_url_and_cli(photos, tmp_path):
     """OUT as a file:// URL, through the CLI; a missing input is reported (exit 1), the rest processed."""
     from typer.testing import CliRunner

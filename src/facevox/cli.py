@@ -189,7 +189,7 @@ def batch_command(
     formats: str = typer.Option("glb,json", "--format", "-f", help=f"Comma-separated: {', '.join(FORMATS)}."),
     engine: str = typer.Option("local", "--engine", help="local: a process pool on this machine; ray: a Ray cluster (pip install facevox\\[cluster])."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray: 'auto' (the cluster this machine is part of) or ray://HOST:PORT; default: Ray on this machine only."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (local) or actors (ray); default: one per CPU core (six with --device), or per --gpus-per-worker of each GPU."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes (local) or actors (ray); default: one per CPU core (with --device six, fewer if half the available memory, at 250 MB each, holds fewer), or per --gpus-per-worker of each GPU."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray: run the network on a GPU with torch, this share of one per actor (e.g. 0.25)."),
     device: Optional[str] = typer.Option(None, "--device", help="Local: run the network with torch on this device (cuda, cuda:1) in one process that all workers share, batched (pip install facevox\\[gpu]); default: onnxruntime on each worker's CPU."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Photos per step; each step writes one index part."),

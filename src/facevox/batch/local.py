@@ -19,6 +19,9 @@ _worker: dict = {}  # this worker process's reconstructor, store and options
 # 96 / 112 workers ran 442 / 499 / 518 / 527 / 524 faces/s (bench/results/gpu_h200/reserved_core_w*_fp16.json
 # of 2026-11-26).
 DEVICE_WORKERS_PER_CORE = 6
+# A worker with a shared network process held 250 MB resident (158 MB proportional) on this 2-core VM,
+# so by default the workers take at most half the memory available when the job starts.
+WORKER_MEMORY = 250 * 2**20
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
@@ -55,17 +58,38 @@ def _step(keys: list[str]) -> list[dict]:
     return process_batch(_worker["reconstructor"], _worker["store"], _worker["options"], [(key, None) for key in keys])
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_device_workers(cores: int, available: int | None = None) -> int:
+    """DEVICE_WORKERS_PER_CORE a core, fewer if half the available memory (default: `available_memory`)
+    holds fewer, but one a core at least."""
+    available = available if available is not None else available_memory()
+    if available is None:
+        return DEVICE_WORKERS_PER_CORE * cores
+    return max(cores, min(DEVICE_WORKERS_PER_CORE * cores, available // 2 // WORKER_MEMORY))
+
+
 def run_local(keys: list[str], options: Options, workers: int | None = None, batch_size: int = 8,
               device: str | None = None, reserve_core: bool = True, precision: str | None = None) -> Iterator[list[dict]]:
     """Process the inputs in steps of batch_size photos; yields each step's records as it finishes.
-    workers: default one per core, or DEVICE_WORKERS_PER_CORE with a device. device: run the network
+    workers: default one per core, or with a device `default_device_workers`. device: run the network
     there (e.g. "cuda") in one process, batched across the workers; reserve_core: keep that process to a
     core of its own (NetworkServer's reserve_core, on 4 cores or more; 48 workers: 405 against 369
     faces/s in one paired run); precision: the network's number format there
     (facevox.torch_volume.TorchVolumeModel; None: fp16 on CUDA, else fp32).
     Closing the iterator early (or Ctrl-C) cancels the steps not started; finished ones stay written."""
     cores = os.cpu_count() or 1
-    workers = max(1, min(workers or (DEVICE_WORKERS_PER_CORE * cores if device else cores), len(keys)))
+    workers = max(1, min(workers or (default_device_workers(cores) if device else cores), len(keys)))
     context = multiprocessing.get_context("spawn")  # no fork after onnxruntime or MediaPipe threads start
     with ExitStack() as stack:
         server = None
