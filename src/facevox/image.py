@@ -1,4 +1,5 @@
-"""Photo stage: any image source → an RGB uint8 array (h, w, 3), upright as the camera saw it."""
+"""Photo stage: any image source → an RGB uint8 array (h, w, 3), upright as the camera saw it; a large
+JPEG, if asked, at 1/2 to 1/8 of its size (`PhotoFile.decode`)."""
 
 from __future__ import annotations
 
