@@ -123,6 +123,23 @@ def test_jpeg_upload_with_a_misleading_name_still_works(client, astronaut_jpeg):
     assert client.get(face["files"]["glb"], params={"download": 1}).headers["content-disposition"] == 'attachment; filename="passwd_face1.glb"'
 
 
+def test_a_large_jpeg_keeps_its_own_pixels_and_a_small_preview(client, astronaut):
+    from PIL import Image
+
+    canvas = np.full((2400, 3200, 3), 128, np.uint8)
+    canvas[:, 400:2800] = np.asarray(Image.fromarray(astronaut).resize((2400, 2400), Image.BICUBIC))
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=90)
+    response = post_photo(client, buffer.getvalue(), "large.jpg", "image/jpeg")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["photo"]["width"], answer["photo"]["height"]) == (3200, 2400)
+    x0, y0, x1, y1 = answer["faces"][0]["box"]  # the astronaut's face box (150-300, 60-200 in her 512 px) × 4.69
+    assert 400 + 150 * 4.69 < x0 < x1 < 400 + 300 * 4.69 and 60 * 4.69 < y0 < y1 < 200 * 4.69
+    preview = Image.open(io.BytesIO(client.get(answer["photo"]["url"]).content))
+    assert preview.size == (1280, 960)
+
+
 # ------------------------------------------------------------------ bad inputs
 
 def test_empty_upload(client):
