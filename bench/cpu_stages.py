@@ -64,7 +64,7 @@ def photo_stages(reconstructor, path: str) -> list[dict[str, float]]:
         photo, detections = reconstructor.find_faces(path, True, clock)
     except NoFaceError:
         return []
-    shared = {stage: clock.laps[stage] / max(len(detections), 1) for stage in ("decode", "detect")}
+    shared = {stage: clock.laps[stage] / len(detections) for stage in ("decode", "detect")}
     size, crops = reconstructor.model.input_size, 2 if reconstructor.settings.refine else 1
     faces = []
     for detection in detections:
