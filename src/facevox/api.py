@@ -55,8 +55,9 @@ class Reconstructor:
         return self.reconstruct(source, all_faces)
 
     def reconstruct(self, source, all_faces: bool = True) -> list[Face]:
-        """All faces in the photo (a path, bytes, file object, PIL image, array or PhotoFile), largest first
-        (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and NoFaceError when no face is found."""
+        """All faces in the photo (a path, bytes, file object, PIL image, array or PhotoFile), largest
+        first (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and
+        NoFaceError when no face is found."""
         clock = Clock()
         photo, detections = self.find_faces(source, all_faces, clock)
         faces = [self.reconstruct_face(photo, d, clock) for d in detections]
