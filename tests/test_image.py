@@ -103,7 +103,9 @@ def test_a_large_jpeg_decodes_smaller_with_pixels_mapped_to_the_photo(astronaut)
     assert np.abs(quarter.pixels[100, 300] - block).max() < 12
     png = io.BytesIO()
     Image.fromarray(large).save(png, format="PNG")
-    assert PhotoFile(png.getvalue()).decode(4).reduction == 1  # only JPEGs decode smaller
+    png_file = PhotoFile(png.getvalue())
+    assert png_file.decode(4).reduction == 1 and png_file.decode(4) is png_file.decode()  # only JPEGs decode smaller
+    assert file.decode(4) is quarter  # each size decoded once
 
 
 def test_photo_size_is_upright(astronaut):

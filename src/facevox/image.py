@@ -59,15 +59,16 @@ class Photo:
 
 class PhotoFile:
     """A photo read but not yet decoded (a path, bytes, file object; a PIL image or array is kept as it
-    is): its header checked (FacevoxError with a one-line reason), `size` (width, height) upright."""
+    is): its header checked (FacevoxError with a one-line reason), `size` (width, height) upright.
+    Each size asked of `decode` is decoded once and kept."""
 
     def __init__(self, source, max_pixels: int = MAX_PIXELS):
         self.max_pixels, self.name = max_pixels, "image"
         if isinstance(source, (np.ndarray, Image.Image)):
-            self.decoded = _array_to_rgb(source) if isinstance(source, np.ndarray) else _pil_to_rgb(source)
-            self.size = (self.decoded.shape[1], self.decoded.shape[0])
+            pixels = _array_to_rgb(source) if isinstance(source, np.ndarray) else _pil_to_rgb(source)
+            self.data, self.jpeg, self.size = None, False, (pixels.shape[1], pixels.shape[0])
+            self._photos = {1: Photo(pixels)}
             return
-        self.decoded = None
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             self.name = path.name
@@ -87,15 +88,21 @@ class PhotoFile:
         with open_image(self.data, max_pixels, self.name) as image:
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
             self.size = (image.height, image.width) if turned else (image.width, image.height)
+            self.jpeg = image.format == "JPEG"
+        self._photos: dict[int, Photo] = {}  # by reduction
 
     def decode(self, reduction: int = 1) -> Photo:
         """The photo's pixels; a JPEG is decoded at 1/reduction of its size (a power of two up to 8:
         far faster for large photos), any other image in full."""
-        if self.decoded is not None:
-            return Photo(self.decoded)
+        reduction = reduction if self.jpeg else 1
+        if reduction not in self._photos:
+            self._photos[reduction] = self._decode(reduction)
+        return self._photos[reduction]
+
+    def _decode(self, reduction: int) -> Photo:
         with open_image(self.data, self.max_pixels, self.name) as image:
             width = image.width
-            if reduction > 1 and image.format == "JPEG":
+            if reduction > 1:
                 image.draft(None, (image.width // reduction, image.height // reduction))
             try:
                 image.load()
