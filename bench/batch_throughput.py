@@ -4,12 +4,18 @@
 
     python bench/batch_throughput.py      # needs the cluster extra; writes bench/results/batch_throughput.json
 
+On a GPU machine: `--device cuda` runs the local engine's network there (one shared network process,
+the default worker count), `--gpus-per-worker F` gives each Ray actor that share of a GPU (the
+default actor count: 1 / F a GPU); `--photos DIR --count N` repeats DIR's photos (as symlinks) to N
+inputs; `--order` picks the engines and their order; `--out` another result file.
+
 Wall-clock rates depend on what else the machine runs: the load average before and after each engine
 is recorded with them. cpu_seconds_per_face (worker CPU time, from the index) depends on it less.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,15 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from photos import make_photos  # noqa: E402
+from gpu_throughput import inputs  # noqa: E402  (bench/ is this script's folder)
 
 COUNT = 200
-ORDER = ("local", "ray", "ray", "local")  # ABBA: a drift in the machine's load falls on both engines alike
+ORDER = "local,ray,ray,local"  # ABBA: a drift in the machine's load falls on both engines alike
 
 
-def measure(engine: str, keys: list[str], root: str, out: str) -> dict:
+def measure(engine: str, keys: list[str], root: str, out: str, device: str | None = None, gpus_per_worker: float = 0.0) -> dict:
     import pyarrow.compute as pc
 
     from facevox.batch import Options, plan, run
@@ -37,13 +41,17 @@ def measure(engine: str, keys: list[str], root: str, out: str) -> dict:
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     pending, _, _ = plan(keys, options)
-    processed = sum(len(records) for records in run(pending, options, engine, workers=os.cpu_count()))
+    gpus = engine == "ray" and gpus_per_worker
+    workers = None if (engine == "local" and device) or gpus else os.cpu_count()  # on a GPU: the command's default
+    processed = sum(len(records) for records in run(pending, options, engine, workers=workers, device=device if engine == "local" else None,
+                                                    gpus_per_worker=gpus_per_worker if gpus else 0.0))
     seconds = time.perf_counter() - start
     index = read_index(open_store(out))
     faces = pc.sum(index["faces"]).as_py()
     stages = {c.removeprefix("time_"): round(pc.mean(index[c]).as_py(), 4) for c in index.column_names if c.startswith("time_") and index[c].null_count < index.num_rows}
     return {
-        "engine": engine, "photos": processed, "faces": faces, "done": pc.sum(pc.equal(index["status"], "done")).as_py(),
+        "engine": engine, "device": device if engine == "local" else None, "gpus_per_worker": gpus_per_worker if gpus else None,
+        "photos": processed, "faces": faces, "done": pc.sum(pc.equal(index["status"], "done")).as_py(),
         "seconds": round(seconds, 2), "faces_per_second": round(faces / seconds, 3), "photos_per_second": round(processed / seconds, 3),
         "cpu_seconds_per_face": round(pc.sum(index["cpu_seconds"]).as_py() / faces, 4),
         "worker_seconds_per_face": round(pc.sum(index["seconds"]).as_py() / faces, 4),
@@ -59,31 +67,38 @@ def cpu_model() -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", help="a folder of photos, repeated to --count inputs (default: made by tests/photos.py)")
+    parser.add_argument("--count", type=int, default=COUNT)
+    parser.add_argument("--order", default=ORDER, help="engines, comma-separated, in the order they run")
+    parser.add_argument("--device", help="the local engine's network on this device (e.g. cuda)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="each Ray actor's share of a GPU")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_throughput.json")
+    args = parser.parse_args()
+    order = args.order.split(",")
     import ray
 
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / "photos"
-        make_photos(folder, COUNT, bad=False)
-        from facevox.batch import find_inputs
-
-        keys, _, root = find_inputs([str(folder)])
+        keys, root = inputs(args.photos, args.count, Path(scratch))
         start = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
         ray_start = time.perf_counter() - start
-        results = [measure(engine, keys, root, f"{scratch}/{n}-{engine}") for n, engine in enumerate(ORDER)]
+        results = [measure(engine, keys, root, f"{scratch}/{n}-{engine}", args.device, args.gpus_per_worker)
+                   for n, engine in enumerate(order)]
         ray.shutdown()
-    summary = {engine: {key: round(sum(r[key] for r in results if r["engine"] == engine) / ORDER.count(engine), 4)
-                        for key in ("faces_per_second", "cpu_seconds_per_face", "worker_seconds_per_face")} for engine in ("local", "ray")}
+    summary = {engine: {key: round(sum(r[key] for r in results if r["engine"] == engine) / order.count(engine), 4)
+                        for key in ("faces_per_second", "cpu_seconds_per_face", "worker_seconds_per_face")} for engine in dict.fromkeys(order)}
+    photos = f"{args.count} inputs from {args.photos}" if args.photos else f"{args.count} photos"
     report = {
-        "what": f"facevox batch on {COUNT} photos, glb+json per face; local = process pool, ray = Ray Data actor pool on a local Ray (num_cpus={os.cpu_count()}); "
-                f"runs in the order {', '.join(ORDER)}; seconds include worker start-up (model loading), not ray.init ({ray_start:.1f} s)",
+        "what": f"facevox batch on {photos}, glb+json per face; local = process pool, ray = Ray Data actor pool on a local Ray (num_cpus={os.cpu_count()}); "
+                f"runs in the order {', '.join(order)}; seconds include worker start-up (model loading), not ray.init ({ray_start:.1f} s)",
         "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version(),
                     "ray": ray.__version__},
         "mean_by_engine": summary,
         "results": results,
     }
-    out = Path(__file__).parent / "results" / "batch_throughput.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 
 
