@@ -19,8 +19,9 @@ _worker: dict = {}  # this worker process's reconstructor, store and options
 # 96 / 112 workers ran 442 / 499 / 518 / 527 / 524 faces/s (bench/results/gpu_h200/reserved_core_w*_fp16.json
 # of 2026-11-26).
 DEVICE_WORKERS_PER_CORE = 6
-# A worker with a shared network process held 250 MB resident (158 MB proportional) on this 2-core VM,
-# so by default the workers take at most half the memory available when the job starts.
+# A worker with a shared network process peaked at 250 MB resident (146 MB proportional) on a 2-core VM
+# (bench/results/worker_memory.json), so by default the workers take at most half the memory available
+# when the job starts.
 WORKER_MEMORY = 250 * 2**20
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
