@@ -8,12 +8,14 @@ astronaut enlarged to 3000×3000 on a 4000×3000 grey frame, 12 megapixels). Eac
 load time (model + detectors) apart, then `--runs` reconstructions of the JPEG bytes, timed per
 stage (decode, detect, network, mesh, colour, export to GLB); medians are reported, and the peak
 resident memory of that process. The `--preview` pictures (`contact_sheet` and PNG of each face) are
-timed apart (wall and CPU seconds), outside the per-photo total. The machine's load average at the
-start is recorded: on a shared machine the wall times grow with it.
+timed apart, outside the per-photo total. Wall and CPU seconds (process_time, all threads) are both
+kept, with the machine's load average at the start and the end: on a shared machine the wall times
+grow with the load.
 
 The same photos then go, in their own processes, through MediaPipe's face mesh (the FaceMesh
 solution of the installed mediapipe wheel: 468 landmarks a face, no dense mesh), from the same JPEG
-bytes (decode included), so that the two can be compared as a ratio on whatever CPU runs this.
+bytes (decode included), so that the two can be compared as a ratio on whatever CPU runs this
+(`facevox_seconds_ratio`, `facevox_cpu_seconds_ratio`: facevox's time over MediaPipe's, per photo).
 """
 
 from __future__ import annotations
@@ -96,9 +98,9 @@ def scenario(name: str, runs: int, threads: int) -> dict:
     reconstructor = facevox.Reconstructor(threads=threads or None)
     load_s = time.perf_counter() - started
     reconstructor(data)  # first call: warms caches and thread pools
-    stages, totals, previews, preview_cpu, faces = [], [], [], [], 0
+    stages, totals, cpu_totals, previews, preview_cpu, faces = [], [], [], [], [], 0
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         found = reconstructor(data)
         timings = dict(reconstructor.timings)
         export_started = time.perf_counter()
@@ -106,6 +108,7 @@ def scenario(name: str, runs: int, threads: int) -> dict:
             export(face, "glb")
         timings["export"] = time.perf_counter() - export_started
         totals.append(time.perf_counter() - started)
+        cpu_totals.append(time.process_time() - cpu_started)
         preview_started, preview_cpu_started = time.perf_counter(), time.process_time()
         for face in found:
             save_png(contact_sheet(face.mesh))
@@ -119,6 +122,7 @@ def scenario(name: str, runs: int, threads: int) -> dict:
         "load_s": round(load_s, 3),
         "seconds_per_photo_median": round(statistics.median(totals), 4),
         "seconds_per_face_median": round(statistics.median(totals) / max(faces, 1), 4),
+        "cpu_seconds_per_photo_median": round(statistics.median(cpu_totals), 4),
         "stage_seconds_median": {k: round(v, 4) for k, v in median.items()},
         "preview_seconds_per_photo_median": round(statistics.median(previews), 4),
         "preview_cpu_seconds_per_photo_median": round(statistics.median(preview_cpu), 4),
@@ -141,13 +145,15 @@ def mediapipe_scenario(name: str, runs: int) -> dict:
         return len(face_mesh.process(image).multi_face_landmarks or [])
 
     run()  # first call: warms caches and thread pools
-    totals, faces = [], 0
+    totals, cpu_totals, faces = [], [], 0
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         faces = run()
         totals.append(time.perf_counter() - started)
+        cpu_totals.append(time.process_time() - cpu_started)
     return {"photo": name, "faces": faces, "runs": runs, "load_s": round(load_s, 3),
-            "seconds_per_photo_median": round(statistics.median(totals), 4), "peak_rss_mb": peak_rss_mb()}
+            "seconds_per_photo_median": round(statistics.median(totals), 4),
+            "cpu_seconds_per_photo_median": round(statistics.median(cpu_totals), 4), "peak_rss_mb": peak_rss_mb()}
 
 
 def cpu_name() -> str:
@@ -183,10 +189,13 @@ def main():
         results.append(run_scenario("--scenario", name, "--runs", str(args.runs), "--threads", str(args.threads)))
         print(json.dumps(results[-1]))
         mediapipe_results.append(run_scenario("--scenario", name, "--runs", str(args.runs), "--mediapipe"))
-        mediapipe_results[-1]["facevox_seconds_ratio"] = round(results[-1]["seconds_per_photo_median"] / mediapipe_results[-1]["seconds_per_photo_median"], 1)
+        for measure in ("seconds_per_photo_median", "cpu_seconds_per_photo_median"):
+            ratio = results[-1][measure] / max(mediapipe_results[-1][measure], 1e-9)
+            mediapipe_results[-1][f"facevox_{measure.replace('_per_photo_median', '')}_ratio"] = round(ratio, 1)
         print(json.dumps(mediapipe_results[-1]))
+    load_at_end = round(os.getloadavg()[0], 2)
     record = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_name(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version(), "load_average_1_min_at_start": load_at_start},
+                          "python": platform.python_version(), "load_average_1_min": [load_at_start, load_at_end]},
               "results": results, "mediapipe_face_mesh": mediapipe_results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
