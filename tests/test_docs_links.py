@@ -36,3 +36,10 @@ def test_the_check_finds_a_broken_link_and_passes_good_ones(tmp_path):
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(document):
     assert broken_links(document) == []
+
+
+def test_the_readme_test_command_is_the_one_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = next(line.strip() for line in ci if line.startswith("python3 -m venv"))
+    assert command.endswith("python -m pytest -q")
+    assert f"    {command}\n" in (ROOT / "README.md").read_text()
