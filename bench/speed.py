@@ -1,6 +1,6 @@
 """Speed and memory of the whole pipeline on this machine's CPU, beside MediaPipe's face mesh.
 
-    python bench/speed.py [--runs 20] [--threads 0] [--out bench/results/speed.json]
+    python bench/speed.py [--runs 20] [--threads 0] [--photos one_face,...] [--out bench/results/speed.json]
 
 Three photos: the astronaut portrait (one face), a 10-face group photo composed from the package
 photos (astronaut and Grace Hopper, mirrored and rescaled), and a phone-camera-sized one (the
@@ -176,6 +176,7 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    parser.add_argument("--photos", default=",".join(PHOTOS), help=f"comma-separated, of {', '.join(PHOTOS)}")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--mediapipe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,7 +186,7 @@ def main():
         return
     load_at_start = round(os.getloadavg()[0], 2)
     results, mediapipe_results = [], []
-    for name in PHOTOS:
+    for name in args.photos.split(","):
         results.append(run_scenario("--scenario", name, "--runs", str(args.runs), "--threads", str(args.threads)))
         print(json.dumps(results[-1]))
         mediapipe_results.append(run_scenario("--scenario", name, "--runs", str(args.runs), "--mediapipe"))
