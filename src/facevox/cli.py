@@ -16,6 +16,7 @@ import typer
 
 from facevox.errors import FacevoxError, NoFaceError
 from facevox.export import FORMATS
+from facevox.files import collect_inputs, write_face_files
 from facevox.torch_volume import PRECISIONS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="One photo of a face in, a 3D model of that face out.")
@@ -24,24 +25,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="One photo of
 @app.callback()
 def _group():
     """One photo of a face in, a 3D model of that face out. `facevox PHOTO...` is short for `facevox reconstruct PHOTO...`."""
-
-
-def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
-    """Image files named or found (recursively) in folders, in order; and one message per unusable input."""
-    from facevox.image import is_image_path
-
-    files, problems = [], []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_path(p) and not p.name.startswith("."))
-            if not found:
-                problems.append(f"{item}: no images found in this folder")
-            files.extend(found)
-        elif item.exists():
-            files.append(item)
-        else:
-            problems.append(f"{item}: no such file")
-    return files, problems
 
 
 def parse_formats(text: str) -> list[str]:
@@ -60,11 +43,6 @@ class Summary:
 
 
 MIRROR_HELP = "Average each face's volume and landmarks with those of its mirrored crop (default): smaller errors; --no-mirror is about a fifth faster on a CPU."
-
-
-def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
-    folder = out_dir if out_dir is not None else photo.parent
-    return folder / (photo.stem if index == 0 else f"{photo.stem}_face{index + 1}")
 
 
 @app.command("reconstruct")
@@ -135,29 +113,6 @@ def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list
     """Reconstruct one photo and write its files (each atomically); returns the paths written."""
     faces = reconstructor.reconstruct(photo, all_faces=all_faces)
     return write_face_files(reconstructor, faces, photo, out, formats, preview, size_mm)
-
-
-def write_face_files(reconstructor, faces, photo: Path, out: Path | None, formats: list[str], preview: bool,
-                     size_mm: float | None, write=None) -> list[Path]:
-    """Write each face's files, named by output_stem, with write(path, bytes) (default: atomic local writes)."""
-    from facevox.export import export, write_atomic
-
-    write = write or write_atomic
-    written = []
-    model_name = reconstructor.model.info.get("name")
-    for index, face in enumerate(faces):
-        stem = output_stem(photo, out, index)
-        for fmt in formats:
-            path = stem.with_name(f"{stem.name}.{fmt}")
-            write(path, export(face, fmt, size_mm=size_mm, model=model_name))
-            written.append(path)
-        if preview:
-            from facevox.preview import contact_sheet, save_png
-
-            path = stem.with_name(f"{stem.name}.preview.png")
-            write(path, save_png(contact_sheet(face.mesh)))
-            written.append(path)
-    return written
 
 
 @app.command("serve")
