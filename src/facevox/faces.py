@@ -3,8 +3,10 @@
 A *face box* is the box of the 68 iBUG landmarks (see `crop.py`). Each detector reports its own
 kind of box, so each carries a `BoxConvention` that maps its boxes onto face boxes; the numbers were
 measured by `training/calibrate_detectors.py` (detector box against the network's own landmarks on
-real photos). MediaPipe's detector (bundled in its wheel) runs first; OpenCV's Haar cascades
-(frontal and profile, bundled in opencv-python-headless) are the fallback.
+real photos). Detectors are looked up by name in `DETECTORS`; each imports its own package when
+made, so that a detector whose package is not installed is left out. MediaPipe's detector (bundled in
+its wheel, the `mediapipe` extra) runs first; OpenCV's Haar cascades (frontal and profile, bundled in
+opencv-python-headless, the `haar` extra) are the fallback.
 """
 
 from __future__ import annotations
@@ -257,26 +259,43 @@ def detect_faces(image: np.ndarray, detectors: list[Detector]) -> list[Detection
 
 def shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float]]:
     """The image shrunk by the smallest whole factor that brings its longer side to at most `side`
-    pixels (area averaging), and the (x, y) scale from its pixels back to the image's. MediaPipe looks
-    at 128 or 192 pixels of each tile anyway; on a 12-megapixel photo this makes detection about
-    twice as fast, with the same boxes to a few pixels."""
+    pixels (the mean of each factor × factor block; the last rows and columns that fill no block are
+    left out), and the (x, y) scale from its pixels back to the image's. MediaPipe looks at 128 or 192
+    pixels of each tile anyway; on a 12-megapixel photo this makes detection about twice as fast, with
+    the same boxes to a few pixels."""
     height, width = image.shape[:2]
     factor = -(-max(height, width) // side)
     if factor <= 1:
         return image, (1.0, 1.0)
-    import cv2
+    from PIL import Image
 
-    small = cv2.resize(image, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
-    return small, (width / small.shape[1], height / small.shape[0])
+    whole = (0, 0, width // factor * factor, height // factor * factor)
+    small = np.asarray(Image.fromarray(image).reduce(factor, box=whole))
+    return small, (float(factor), float(factor))
+
+
+# Detectors by name; `detectors_by_name("a+b")` gives [a, b], b a fallback where a finds no face.
+DETECTORS: dict[str, type] = {
+    "mediapipe": MediaPipeDetector,  # pip install facevox[mediapipe]
+    "haar": HaarDetector,  # pip install facevox[haar]
+}
+DEFAULT_DETECTORS = ("mediapipe", "haar")  # tried in this order; those not installed are left out
+
+
+def detectors_by_name(names: str) -> list[Detector]:
+    """The detectors named in "a+b+…" (keys of DETECTORS), made in that order; ImportError if one
+    needs a package that is not installed, KeyError for an unknown name."""
+    return [DETECTORS[name]() for name in names.split("+")]
 
 
 def default_detectors() -> list[Detector]:
+    """The installed detectors of DEFAULT_DETECTORS, in that order (the later ones are fallbacks)."""
     detectors: list[Detector] = []
-    for make in (MediaPipeDetector, HaarDetector):
+    for name in DEFAULT_DETECTORS:
         try:
-            detectors.append(make())
-        except ImportError:  # no mediapipe wheel for this platform, or an OpenCV without the cascades
+            detectors.append(DETECTORS[name]())
+        except ImportError:  # its package is not installed (or an OpenCV without the cascades)
             pass
     if not detectors:
-        raise FacevoxError("no face detector: install mediapipe (>=0.10.14,<0.10.30) or opencv-python-headless<5")
+        raise FacevoxError("no face detector installed: pip install 'facevox[mediapipe]' (Python 3.12 or older) or 'facevox[haar]'")
     return detectors

@@ -100,9 +100,10 @@ def contact_sheet(mesh: Mesh, size: int = 384, yaws=(0.0, 40.0, 75.0), colour: b
 
 def save_png(picture: np.ndarray) -> bytes:
     """PNG bytes of an RGB uint8 picture."""
-    import cv2
+    import io
 
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(picture[:, :, ::-1]))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return data.tobytes()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -18,16 +18,24 @@ ACTOR_SHARE = 0.8  # of the cluster's CPUs, shared among the actors
 MAX_BLOCKS = 10_000  # read blocks per job; beyond batch_size × MAX_BLOCKS photos, blocks grow
 
 
+def one_opencv_thread() -> None:
+    """OpenCV (the Haar detector's, if installed) on one thread: Ray gives actors one OpenMP thread, and
+    OpenCV's own pool would wait actively on every core."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)
+
+
 class ReconstructWorker:
     """One Ray actor: a Reconstructor (onnxruntime on one thread, or torch on a GPU) and the output store."""
 
     def __init__(self, options: Options, gpu: bool):
-        import cv2
-
         from facevox.batch.store import open_store
         from facevox.batch.work import make_reconstructor
 
-        cv2.setNumThreads(1)  # Ray gives actors one OpenMP thread; OpenCV's own pool would wait actively on every core
+        one_opencv_thread()
         self.options = options
         self.store = open_store(options.out)
         self.reconstructor = make_reconstructor(options, threads=1, device="cuda" if gpu else None)
