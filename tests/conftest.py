@@ -1,15 +1,45 @@
 """Shared test photos and a real Reconstructor, made once per test session.
 
 Photos come from packages only: scikit-image's astronaut (NASA, public domain) and matplotlib's
-grace_hopper.jpg sample."""
+grace_hopper.jpg sample.
+
+Tests that need a face detector (marked `needs_detector`, or using the `reconstructor` fixture) are
+skipped where none is installed."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+NO_DETECTOR = "no face detector installed (facevox.faces.default_detectors)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_detector: needs a face detector; skipped where none is installed")
+
+
+@functools.cache
+def detector_installed() -> bool:
+    from facevox.errors import FacevoxError
+    from facevox.faces import default_detectors
+
+    try:
+        default_detectors()
+    except FacevoxError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    needing = [item for item in items if "needs_detector" in item.keywords or "reconstructor" in getattr(item, "fixturenames", ())]
+    if needing and not detector_installed():
+        for item in needing:
+            item.add_marker(pytest.mark.skip(reason=NO_DETECTOR))
 
 
 def encode(array: np.ndarray, fmt: str, **options) -> bytes:

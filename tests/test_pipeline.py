@@ -101,6 +101,7 @@ def test_written_files_get_the_usual_permissions(tmp_path, monkeypatch):
     assert (tmp_path / "face.glb").stat().st_mode & 0o777 == 0o640  # as open() gives under that umask, not mkstemp's 0o600
 
 
+@pytest.mark.needs_detector
 def test_group_photo_gives_every_face_largest_first():
     from bench.speed import group_photo
     from facevox.faces import default_detectors, detect_faces
@@ -111,20 +112,49 @@ def test_group_photo_gives_every_face_largest_first():
     assert areas == sorted(areas, reverse=True)
 
 
+def test_a_large_photo_is_shrunk_by_a_whole_factor_to_block_means():
+    from facevox import faces
+
+    rng = np.random.default_rng(0)
+    large = rng.integers(0, 256, (1537, 2600, 3), dtype=np.uint8)  # shrunk by 3; the last row and column fill no block
+    small, scale = faces.shrink(large, faces.DETECT_SIDE)
+    assert small.shape == (512, 866, 3) and small.dtype == np.uint8 and scale == (3.0, 3.0)
+    means = large[:1536, :2598].reshape(512, 3, 866, 3, 3).mean(axis=(1, 3))
+    assert np.abs(small - means).max() < 1  # the mean, rounded
+    photo = large[:1280, :1000]
+    assert faces.shrink(photo, faces.DETECT_SIDE)[0] is photo
+
+
+@pytest.mark.needs_detector
 def test_a_large_photo_is_detected_shrunk_with_boxes_in_its_own_pixels(astronaut, monkeypatch):
-    import cv2
+    from PIL import Image
 
     from facevox import faces
 
-    large = cv2.resize(astronaut, (3 * 512, 3 * 512), interpolation=cv2.INTER_CUBIC)  # 1536 px: shrunk by 2
+    large = np.asarray(Image.fromarray(astronaut).resize((3 * 512, 3 * 512), Image.BICUBIC))  # 1536 px: shrunk by 2
     small, scale = faces.shrink(large, faces.DETECT_SIDE)
     assert small.shape[:2] == (768, 768) and scale == (2.0, 2.0)
-    assert faces.shrink(astronaut, faces.DETECT_SIDE)[0] is astronaut
     detectors = faces.default_detectors()
     box = faces.detect_faces(large, detectors)[0].box
     monkeypatch.setattr(faces, "DETECT_SIDE", 10**6)  # the detectors on the whole-resolution photo
     expected = faces.detect_faces(large, detectors)[0].box
     assert np.abs(box - expected).max() < 0.02 * (expected[2] - expected[0])
+
+
+def test_crop_is_bilinear_and_black_outside_the_photo():
+    from facevox.crop import crop_image
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    shifted = np.array([[1.0, 0.0, -10.0], [0.0, 1.0, -5.0]])  # crop pixel (x, y) = photo pixel (x + 10, y + 5)
+    assert np.array_equal(crop_image(photo, shifted, 20), photo[5:25, 10:30])
+    halfway = np.array([[1.0, 0.0, -10.5], [0.0, 1.0, -5.0]])
+    want = (photo[5:25, 10:30].astype(float) + photo[5:25, 11:31]) / 2
+    assert np.abs(crop_image(photo, halfway, 20) - want).max() <= 0.5 + 1e-9
+    outside = crop_image(photo, np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 30.0]]), 20)  # photo (0, 0) at crop (30, 30)
+    assert not outside.any()
+    edge = crop_image(photo, np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]), 20)  # column 0 straddles the left edge
+    assert np.abs(edge[:, 0] - photo[:20, 0] / 2).max() <= 0.5 + 1e-9
 
 
 def test_decoding_rules_keep_detector_input_and_crops_large_enough():
@@ -155,6 +185,7 @@ def test_a_large_jpeg_gives_the_face_of_its_full_size_pixels(reconstructor, astr
 
 
 def test_haar_fallback_finds_the_astronaut(astronaut):
+    pytest.importorskip("cv2", reason="the Haar detector needs opencv-python-headless (pip install facevox[haar])")
     from facevox.faces import HaarDetector, detect_faces
 
     found = detect_faces(astronaut, [HaarDetector()])
@@ -163,18 +194,34 @@ def test_haar_fallback_finds_the_astronaut(astronaut):
     assert 150 < (x0 + x1) / 2 < 300 and 60 < (y0 + y1) / 2 < 200
 
 
-def test_no_usable_detector_is_a_clear_error(monkeypatch):
-    import cv2
+def test_an_opencv_without_haar_cascades_gives_no_haar_detector(monkeypatch):
+    cv2 = pytest.importorskip("cv2", reason="the Haar detector needs opencv-python-headless (pip install facevox[haar])")
+    from facevox import faces
 
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # as in OpenCV 5
+    with pytest.raises(ImportError):
+        faces.HaarDetector()
+
+
+def test_default_detectors_are_the_installed_ones_in_order_or_a_clear_error(monkeypatch):
     from facevox import faces
     from facevox.errors import FacevoxError
 
-    def no_mediapipe():
-        raise ImportError("no mediapipe")
+    def installed(name):
+        return type(name, (), {"name": name})
 
-    monkeypatch.setattr(faces, "MediaPipeDetector", no_mediapipe)
-    assert [d.name for d in faces.default_detectors()] == ["haar"]
-    monkeypatch.delattr(cv2, "CascadeClassifier")  # as in OpenCV 5
+    def missing():
+        raise ImportError("not installed")
+
+    monkeypatch.setattr(faces, "DETECTORS", {"own": missing, "first": installed("first"), "second": installed("second")})
+    monkeypatch.setattr(faces, "DEFAULT_DETECTORS", ("own", "second", "first"))
+    assert [d.name for d in faces.default_detectors()] == ["second", "first"]
+    assert [d.name for d in faces.detectors_by_name("first+second")] == ["first", "second"]
+    with pytest.raises(ImportError):
+        faces.detectors_by_name("own")
+    with pytest.raises(ValueError, match="unknown face detector 'third'"):
+        faces.detectors_by_name("first+third")
+    monkeypatch.setattr(faces, "DEFAULT_DETECTORS", ("own",))
     with pytest.raises(FacevoxError, match="no face detector"):
         faces.default_detectors()
 

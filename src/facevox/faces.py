@@ -284,7 +284,10 @@ DEFAULT_DETECTORS = ("mediapipe", "haar")  # tried in this order; those not inst
 
 def detectors_by_name(names: str) -> list[Detector]:
     """The detectors named in "a+b+…" (keys of DETECTORS), made in that order; ImportError if one
-    needs a package that is not installed, KeyError for an unknown name."""
+    needs a package that is not installed, ValueError for an unknown name."""
+    unknown = [name for name in names.split("+") if name not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown face detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
     return [DETECTORS[name]() for name in names.split("+")]
 
 
