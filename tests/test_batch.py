@@ -89,6 +89,7 @@ def wait_for_parts(out: str, count: int = 1, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.needs_detector
 def test_local_engine_index_and_files(reference, photos):
     options, index = reference
     statuses = {Path(k).relative_to(photos).as_posix(): r["status"] for k, r in index.items()}
@@ -112,6 +113,7 @@ def test_local_engine_index_and_files(reference, photos):
     assert_same_results(index, index, options.out)
 
 
+@pytest.mark.needs_detector
 def test_rerun_skips_everything(reference):
     options, index = reference
     parts = sorted((Path(options.out) / "index").iterdir())
@@ -130,6 +132,7 @@ def subset(reference, photos) -> tuple[list[str], dict]:
     return folders, want
 
 
+@pytest.mark.needs_detector
 def test_local_interrupted_run_resumes_only_what_is_left(reference, photos, tmp_path):
     """The CLI killed (with its workers) mid-run; the rerun processes exactly the inputs not in the index."""
     folders, want = subset(reference, photos)
@@ -152,6 +155,7 @@ def test_local_interrupted_run_resumes_only_what_is_left(reference, photos, tmp_
     assert_same_results(rows(out), want, out)
 
 
+@pytest.mark.needs_detector
 def test_local_engine_with_a_shared_network_process_matches(reference, photos, tmp_path):
     """--device: the workers' networks are clients of one torch process, fed through shared memory
     (the volume comes back as uint8): the plain local engine's index and files."""
@@ -167,6 +171,7 @@ def test_local_engine_with_a_shared_network_process_matches(reference, photos, t
     assert_same_results(rows(options.out), {k: reference[1][k] for k in keys}, options.out)
 
 
+@pytest.mark.needs_detector
 def test_dead_network_process_stops_the_workers_quickly(reference, photos):
     """A network process killed: the client raises within its timeout, and process_one passes that on
     (the photo is not recorded as failed)."""
@@ -246,6 +251,7 @@ def test_default_device_workers_fit_in_memory():
     assert available_memory() is None or available_memory() > 0
 
 
+@pytest.mark.needs_detector
 def test_output_url_and_cli(photos, tmp_path):
     """OUT as a file:// URL, through the CLI; a missing input is reported (exit 1), the rest processed."""
     from typer.testing import CliRunner
@@ -294,6 +300,7 @@ def test_import_facevox_does_not_import_ray():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.needs_detector
 @needs_ray
 def test_ray_engine_with_an_actor_killed_matches_local(reference, ray_cluster, photos, tmp_path):
     """ray.kill of one actor mid-run: Ray restarts it and redoes its batch; every input ends in the index
@@ -321,6 +328,7 @@ def test_ray_engine_with_an_actor_killed_matches_local(reference, ray_cluster, p
     assert_same_results(got, want, options.out)
 
 
+@pytest.mark.needs_detector
 @needs_ray
 def test_ray_interrupted_run_resumes_only_what_is_left(reference, ray_cluster, photos, tmp_path):
     folders, want = subset(reference, photos)
@@ -341,6 +349,7 @@ def test_ray_interrupted_run_resumes_only_what_is_left(reference, ray_cluster, p
     assert_same_results(rows(options.out), want, options.out)
 
 
+@pytest.mark.needs_detector
 @pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=needs_ray)])
 def test_input_gone_before_it_is_read_is_recorded(engine, request, photos, tmp_path):
     if engine == "ray":
@@ -365,7 +374,7 @@ def test_local_workers_start_with_one_library_thread(monkeypatch):
     monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own setting stays
     with one_thread_libraries():
-        child = subprocess.run([sys.executable, "-c", "import os, cv2; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], "
-                                "os.environ['MKL_NUM_THREADS'], cv2.getNumThreads())"], capture_output=True, text=True, check=True)
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'], "
+                                "os.environ['MKL_NUM_THREADS'], os.environ['OPENCV_FOR_THREADS_NUM'])"], capture_output=True, text=True, check=True)
         assert child.stdout.split() == ["1", "1", "3", "1"]
     assert "OMP_NUM_THREADS" not in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"

@@ -36,6 +36,7 @@ def bad_photos(tmp_path_factory, astronaut_jpeg):
     return folder
 
 
+@pytest.mark.needs_detector
 def test_one_photo_writes_a_glb_beside_it(tmp_path, astronaut_jpeg):
     photo = tmp_path / "me.jpg"
     photo.write_bytes(astronaut_jpeg)
@@ -45,6 +46,7 @@ def test_one_photo_writes_a_glb_beside_it(tmp_path, astronaut_jpeg):
     assert (tmp_path / "me.json").exists()
 
 
+@pytest.mark.needs_detector
 def test_batch_with_all_formats_and_previews(tmp_path, photos):
     out = tmp_path / "out"
     result = facevox(photos, "-o", out, "--format", "glb,ply,obj,stl", "--preview")
@@ -60,6 +62,7 @@ def test_batch_with_all_formats_and_previews(tmp_path, photos):
         assert preview.std() > 10  # a picture, not a blank canvas
 
 
+@pytest.mark.needs_detector
 def test_bad_inputs_get_one_line_each_and_the_batch_goes_on(tmp_path, bad_photos):
     out = tmp_path / "out"
     result = facevox(bad_photos, tmp_path / "missing.jpg", "-o", out)
@@ -95,6 +98,7 @@ def test_folder_without_images_and_bad_format(tmp_path):
     assert result.returncode != 0 and "unknown format" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.needs_detector
 def test_no_mirror_reaches_the_network(tmp_path, astronaut_jpeg):
     photo = tmp_path / "me.jpg"
     photo.write_bytes(astronaut_jpeg)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from training.correspondence import JAW_OVAL, KNOWN, contour_vertices, load_table, symmetry
 
@@ -18,6 +19,7 @@ def test_known_points_land_on_the_ibug_vertices(surrey):
 
 
 def test_face_oval_follows_the_jaw_contour(surrey):
+    pytest.importorskip("cv2", reason="training's synthetic faces need the [train] extra (OpenCV)")
     table = dict(zip(*(a.tolist() for a in load_table())))
     on_contour = set(contour_vertices(surrey).tolist())
     jaw = [p for p in JAW_OVAL if p in table]

@@ -18,6 +18,8 @@ def package_photos() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def labelled(surrey):
+    for package in ("cv2", "mediapipe"):
+        pytest.importorskip(package, reason="real-photo labels need the [train] extra (OpenCV, MediaPipe)")
     from training.label_real import FIELDS, Labeller
 
     labeller = Labeller(surrey)

@@ -77,6 +77,7 @@ def test_landmarks_on_the_device_are_the_numpy_ones(torch_cpu):
             assert np.array_equal(got[n, :, 2], want[:, 2].astype(np.float32))
 
 
+@pytest.mark.needs_detector
 def test_reconstructor_with_torch_network(torch_cpu):
     photo = np.asarray(sources()[1])
     want = facevox.Reconstructor().reconstruct(photo)

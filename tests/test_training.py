@@ -16,6 +16,7 @@ def model(surrey):
 
 @pytest.fixture(scope="module")
 def batch(model):
+    pytest.importorskip("cv2", reason="training's synthetic faces need the [train] extra (OpenCV)")
     from training.sources.synthetic import SyntheticFaces
 
     return SyntheticFaces(model).sample(3, seed=123)
@@ -78,6 +79,7 @@ def test_surface_loss_counts_the_shape_alone(batch):
 def test_train_resume_export(tmp_path, monkeypatch, surrey):  # surrey: skips without the model files
     import onnxruntime
 
+    pytest.importorskip("cv2", reason="training needs the [train] extra (OpenCV)")
     from training import export_onnx, train
 
     out = tmp_path / "run"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from facevox.landmarks import MIRROR_68, mirror_maps
 from facevox.volume import VolumeModel
@@ -33,6 +34,7 @@ def test_landmark_mirror_pairs_match_the_mean_face():
     assert np.abs(mirrored - mean).max() < 0.05 * np.ptp(mean[:, 0])  # the mean face is near symmetric about x = 0
 
 
+@pytest.mark.needs_detector
 def test_settings_and_batch_options_choose_the_mirror():
     from facevox.api import Reconstructor, Settings
     from facevox.batch.work import Options, make_reconstructor

@@ -18,7 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -100,6 +99,8 @@ def render_views(model: SurreyModel, count: int, seed: int = 0):
 
 def build(model: SurreyModel, views: int = 96, seed: int = 0, min_share: float = 0.6, max_spread_mm: float = 6.0,
           max_error: float = 0.035) -> dict:
+    import cv2
+
     images, verts, depths, masks = render_views(model, views, seed)
     size = images.shape[1]
     mesh_points = FaceMeshPoints()

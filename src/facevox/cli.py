@@ -81,6 +81,11 @@ def reconstruct_command(
     except (FileNotFoundError, ValueError, KeyError) as error:
         errors.print(f"[red]error[/]: cannot load the model: {error}", highlight=False)
         raise typer.Exit(1)
+    except FacevoxError as error:  # no face detector installed
+        from rich.markup import escape
+
+        errors.print(f"[red]error[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(1)
 
     summary = Summary()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
