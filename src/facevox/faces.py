@@ -276,6 +276,7 @@ def shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float
 
 # Detectors by name; `detectors_by_name("a+b")` gives [a, b], b a fallback where a finds no face.
 DETECTORS: dict[str, type] = {
+    "facevox": OnnxFaceDetector,  # shipped in the package
     "mediapipe": MediaPipeDetector,  # pip install facevox[mediapipe]
     "haar": HaarDetector,  # pip install facevox[haar]
 }
