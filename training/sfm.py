@@ -93,7 +93,38 @@ def landmark_vertices(folder: Path, mean: np.ndarray) -> np.ndarray:
     return np.array([mapped[i] for i in range(1, 69)], dtype=np.int64)
 
 
-def load(folder: Path | None = None) -> SurreyModel:
+ICT_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-face" / "model.npz"
+JAW = range(0, 17)  # 0-based iBUG jaw points
+
+
+def ict_landmark_vertices(model: SurreyModel, points=JAW, ict_path: Path | None = None) -> np.ndarray:
+    """The model's 68 landmark vertices with `points` (0-based iBUG indices; default the jaw) taken from
+    the ICT FaceKit head's own 68 landmark vertices (a 3D convention: the jaw on the head's jaw line):
+    the ICT neutral head is aligned to the mean face by a similarity fit of the 51 inner landmarks
+    (iBUG 18–68) and each chosen ICT landmark goes to the nearest mean-face vertex."""
+    with np.load(ict_path or os.environ.get("FACEVOX_ICT", ICT_DEFAULT)) as ict:
+        head = ict["neutral"][ict["landmarks68"]].astype(np.float64)
+    ours = model.mean[model.landmarks]
+    source, target = head[17:] - head[17:].mean(0), ours[17:] - ours[17:].mean(0)
+    u, singular, vt = np.linalg.svd(target.T @ source)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    scale = np.trace(np.diag(singular) @ d) / (source**2).sum()
+    aligned = scale * (head - head[17:].mean(0)) @ (u @ d @ vt).T + ours[17:].mean(0)
+    out = model.landmarks.copy()
+    for i in points:
+        out[i] = int(np.argmin(np.linalg.norm(model.mean - aligned[i], axis=1)))
+    return out
+
+
+LANDMARK_CONVENTIONS = ("contour", "ict-jaw")
+
+
+def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
+    """The model from `folder`; `landmarks` picks its 68 landmark vertices: "contour" (landmark_vertices:
+    the jaw along the model's 2D-fitting contour, facevox's convention so far) or "ict-jaw"
+    (ict_landmark_vertices: the jaw where the ICT FaceKit head has its 3D jaw landmarks)."""
+    if landmarks not in LANDMARK_CONVENTIONS:
+        raise ValueError(f"unknown landmark convention {landmarks!r}; one of {LANDMARK_CONVENTIONS}")
     folder = Path(folder or sfm_dir())
     reader = _Reader((folder / "sfm_shape_3448.bin").read_bytes())
     if reader.u32() != 1:
@@ -114,7 +145,7 @@ def load(folder: Path | None = None) -> SurreyModel:
     expression_basis = np.stack(offsets, axis=-1)
 
     mean = mean.reshape(n, 3).astype(np.float64)
-    return SurreyModel(
+    model = SurreyModel(
         mean=mean,
         shape_basis=shape_basis.astype(np.float64),
         expression_basis=expression_basis.astype(np.float64),
@@ -122,3 +153,6 @@ def load(folder: Path | None = None) -> SurreyModel:
         triangles=triangles.astype(np.int64),
         landmarks=landmark_vertices(folder, mean),
     )
+    if landmarks == "ict-jaw":
+        model.landmarks = ict_landmark_vertices(model)
+    return model
