@@ -102,3 +102,48 @@ def test_ict_head_points_sit_where_their_names_say():
     assert right_wing == pytest.approx(left_wing * [-1, 1, 1], abs=0.05)
     assert right_lobe[0] < marks[0, 0] < 0 and right_lobe[1] < marks[0, 1] and right_lobe[2] < marks[30, 2] - 8  # out, down, behind
     assert marks[31, 0] - 1.0 < right_wing[0] < marks[31, 0] and marks[31, 1] <= right_wing[1] <= marks[30, 1]
+
+
+def test_face_frame_offsets_point_inward_across_and_down():
+    from bench.landmark_convention import face_frame_offsets
+
+    truth = np.zeros((68, 2))
+    truth[:, 0] = np.linspace(-50, 50, 68)
+    truth[:, 1] = np.linspace(-40, 60, 68) ** 2 / 60  # a box of 100 × ~60
+    truth[36:42] = [-30, 0]
+    truth[42:48] = [30, 0]  # eyes level: across = +x, down = +y
+    size = np.sqrt(np.prod(np.ptp(truth, axis=0)))
+    predicted = truth.copy()
+    centre = truth.mean(0)
+    predicted[0] += 5 * (centre - truth[0]) / np.linalg.norm(centre - truth[0])  # 5 px towards the centre
+    predicted[8] += [0, 3]  # 3 px down
+    offsets = face_frame_offsets(predicted, truth)
+    assert offsets[0, 0] == pytest.approx(5 / size) and offsets[8, 2] == pytest.approx(3 / size) and offsets[8, 1] == pytest.approx(0)
+    tilted = truth @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # the whole face turned by 90° in the image
+    assert face_frame_offsets(predicted @ np.array([[0.0, 1.0], [-1.0, 0.0]]), tilted) == pytest.approx(offsets)
+
+
+def test_offsets_of_mirrored_faces_agree():
+    """A face and its mirror image give the same table: each is turned so that jaw half 10–17 is the near one."""
+    from bench.landmark_convention import mirrored, offset_table
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 30, (1, 68, 3))
+    truth[0, 9:17, 0] += 40  # jaw half 10–17 far from the nose: the near side
+    predicted = truth + rng.normal(0, 2, truth.shape)
+    one = offset_table(predicted, truth, np.array([45.0]))
+    other = offset_table(mirrored(predicted), mirrored(truth), np.array([-45.0]))
+    assert one["30-60"]["inward"] == pytest.approx(other["30-60"]["inward"], abs=1e-4)
+
+
+def test_remap_turns_a_model_frame_offset_with_the_face():
+    from bench.landmark_convention import remap
+
+    rng = np.random.default_rng(4)
+    mean = rng.normal(0, 30, (68, 3))
+    rotation = rotation_matrix(60, 0, 10)
+    place = lambda p: (2.0 * p @ rotation.T) * aflw21.FLIP + [100, 100, 0]
+    offset = np.zeros((68, 3))
+    offset[3] = [0, 0, -10]  # 10 mm deeper
+    moved = remap(place(mean), mean, offset)
+    assert moved == pytest.approx(place(mean + offset))
