@@ -23,6 +23,8 @@ Needs bench/accuracy_aflw2000.py's saved points (its --points file).
    today's, in the model frame, averaged over the random Surrey identities of part 2, i.e. learned on
    synthetic faces only), turned and scaled by facevox's own pose (a similarity fit of the Surrey mean
    landmarks to its inner 51 points); NME per bin before and after. Nothing is fitted on aflw2000-dev.
+4. facevox on held-out synthetic renders against their own targets (today's convention), the same
+   table: what the network does where the convention is its own.
 """
 
 from __future__ import annotations
@@ -112,6 +114,31 @@ def convention_offsets(model, today: np.ndarray, candidate: np.ndarray, count: i
     return offset_table(predicted, truth, poses[:, 0]), (shapes[:, candidate] - shapes[:, today]).mean(0)
 
 
+def renders_table(model, count: int, batch_size: int = 16) -> dict:
+    """Part 4: facevox's network on held-out synthetic renders (bench/accuracy_synthetic.py's faces: seeds
+    from 2·10⁹, procedural backgrounds; volume and mirror pass as shipped) against the renders' own targets
+    (today's convention): the same per-point offset table, so the network's own error can be told from
+    the convention's."""
+    import torch
+
+    from bench.accuracy_synthetic import SEED_BASE
+    from facevox.landmarks import from_heatmaps
+    from facevox.volume import VolumeModel
+    from training.sources.synthetic import SyntheticFaces
+
+    source, net = SyntheticFaces(model, None, device="cpu"), VolumeModel()
+    size = int(net.info["input_size"])
+    predicted, truth, yaws = [], [], []
+    for b in range(-(-count // batch_size)):
+        batch = source.sample(batch_size, SEED_BASE + b)
+        crops = (batch.image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+        outputs = [o for k in range(0, len(crops), 4) for o in net(crops[k : k + 4])]
+        predicted += [from_heatmaps(o.heatmaps, o.landmark_depth, size) for o in outputs]
+        truth += list(batch.landmarks.numpy().astype(np.float64))
+        yaws += batch.pose[:, 0].tolist()
+    return offset_table(np.stack(predicted), np.stack(truth), np.array(yaws))
+
+
 def remap(points: np.ndarray, mean_landmarks: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """(68, 3) photo-frame points moved by a model-frame offset (68, 3), turned and scaled by the pose
     of a similarity fit of mean_landmarks' inner points to theirs."""
@@ -173,6 +200,7 @@ def main():
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "aflw2000-dev"))
     parser.add_argument("--faces", type=int, default=600, help="random Surrey faces for parts 2 and 3")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "landmark_convention.json"))
+    parser.add_argument("--renders", type=int, default=96, help="held-out synthetic renders for part 4 (0 = skip)")
     parser.add_argument("--figure", default=str(ROOT / "docs" / "landmarks.png"), help="'' = none")
     args = parser.parse_args()
 
@@ -191,6 +219,8 @@ def main():
     synthetic, offset = convention_offsets(model, model.landmarks, candidate, args.faces)
     results["synthetic_today_vs_ict"] = synthetic
     results["offset_mm"] = np.round(offset, 2).tolist()
+    if args.renders:
+        results["renders_facevox_vs_targets"] = renders_table(model, args.renders)
     mean_landmarks = model.mean[model.landmarks]
     facevox = saved["facevox"]
     moved = np.array([remap(p, mean_landmarks, offset) if np.isfinite(p).all() else p for p in facevox])
