@@ -15,10 +15,11 @@ Needs bench/accuracy_aflw2000.py's saved points (its --points file).
    across   along the face's horizontal axis (true right-eye centre → left-eye centre);
    down     along the axis perpendicular to it, towards the chin.
 2. On Surrey faces (synthetic: random identities and poses, the renders' ranges, no photo): the same
-   offsets of today's landmark vertices (training.sfm.landmark_vertices) from a candidate convention's
-   vertices (training.sfm.ict_landmark_vertices: ICT FaceKit's 68 landmark vertices carried onto the
-   Surrey mean face), as if today's were the prediction and the candidate the truth. Where these match
-   part 1, the convention explains facevox's offsets.
+   offsets of today's landmark vertices (training.sfm.landmark_vertices) from each candidate convention's
+   (training.sfm.LANDMARK_CONVENTIONS: "ict-jaw", ICT FaceKit's jaw landmarks carried onto the Surrey
+   mean face; "contour-ict-heights", the jaw kept on the contour at those landmarks' heights), as if
+   today's were the prediction and the candidate the truth. Where these match part 1, the convention
+   explains facevox's offsets.
 3. Re-mapped facevox on aflw2000-dev: facevox's 3D points moved by the per-point 3D offset (candidate −
    today's, in the model frame, averaged over the random Surrey identities of part 2, i.e. learned on
    synthetic faces only), turned and scaled by facevox's own pose (a similarity fit of the Surrey mean
@@ -154,41 +155,39 @@ def nme_report(errors: np.ndarray, yaws: np.ndarray) -> dict:
     return {"by_bin": by_bin, "mean_of_bins": mean_of_bins(by_bin)}
 
 
-def figure(path: Path, model, candidate: np.ndarray, results: dict) -> None:
-    """The Surrey mean face with both jaw conventions (front and side), and the jaw points' inward
-    offsets per yaw bin: facevox − AFLW2000-3D (measured) beside today's − candidate (synthetic)."""
+def figure(path: Path, model, candidates: dict, results: dict) -> None:
+    """The Surrey mean face with each jaw convention, and the jaw points' offsets (down at |yaw| 0–30°,
+    inward at 30–60° and 60–90°): each system − AFLW2000-3D (measured) beside today's − candidate
+    (synthetic Surrey faces)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.3, 1.3]})
-    mean = model.mean
-    for ax, (u, v, title) in zip(axes[:2], ((0, 1, "Surrey mean face, front"), (2, 1, "side (x > 0 half)"))):
-        keep = mean[:, 0] > 0 if u == 2 else slice(None)
-        ax.scatter(mean[keep, u], mean[keep, v], s=0.3, c="0.75")
-        for ids, colour, label in ((model.landmarks, "tab:blue", "today (contour)"), (candidate, "tab:red", "ict-jaw")):
-            marks = mean[ids]
-            side = marks[:, 0] >= -1 if u == 2 else slice(None)
-            ax.scatter(marks[side, u], marks[side, v], s=9, c=colour, label=label)
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
-    axes[0].legend(fontsize=7, loc="lower left")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), gridspec_kw={"width_ratios": [0.9, 1.3, 1.3, 1.3]})
+    mean, colours = model.mean, ["tab:red", "tab:purple"]
+    ax = axes[0]
+    ax.scatter(mean[:, 0], mean[:, 1], s=0.3, c="0.8")
+    ax.scatter(*mean[model.landmarks].T[:2], s=10, c="tab:blue", label="contour (today)")
+    for (name, ids), colour in zip(candidates.items(), colours):
+        ax.scatter(*mean[ids[:17]].T[:2], s=10, c=colour, label=name)
+    ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("Surrey mean face: jaw conventions", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
     jaw = np.arange(1, 18)
-    for ax, name in zip(axes[2:], ("30-60", "60-90")):
+    for ax, (name, component) in zip(axes[1:], (("0-30", "down"), ("30-60", "inward"), ("60-90", "inward"))):
         for system, style in (("facevox", "-"), ("peer", ":"), ("mediapipe", "-.")):
             table = results["aflw2000"][system].get(name)
             if table:
-                ax.plot(jaw, table["inward"][:17], style, marker="o", ms=3, label=f"{system} − AFLW2000-3D")
-        synthetic = results["synthetic_today_vs_ict"].get(name)
-        if synthetic:
-            ax.plot(jaw, synthetic["inward"][:17], "--", c="tab:red", marker="s", ms=3, label="today − ict-jaw (Surrey faces)")
+                ax.plot(jaw, table[component][:17], style, marker="o", ms=3, label=f"{system} − AFLW2000-3D")
+        for (candidate, tables), colour in zip(results["synthetic_today_vs"].items(), colours):
+            if name in tables:
+                ax.plot(jaw, tables[name][component][:17], "--", c=colour, marker="s", ms=3, label=f"today − {candidate} (Surrey faces)")
         ax.axhline(0, c="0.6", lw=0.8)
-        ax.set_title(f"jaw, |yaw| {name}°: inward offset / face size", fontsize=9)
+        ax.set_title(f"jaw, |yaw| {name}°: {component} offset / face size", fontsize=9)
         ax.set_xticks(jaw)
         ax.set_xlabel("iBUG jaw point (10–17: the side facing the camera)", fontsize=8)
-    axes[2].legend(fontsize=7)
+    axes[1].legend(fontsize=6.5)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -215,24 +214,23 @@ def main():
     results = {"photos": len(rows), "aflw2000": {s: offset_table(saved[s], truth, yaws) for s in SYSTEMS}}
 
     model = sfm.load()
-    candidate = sfm.ict_landmark_vertices(model)
-    synthetic, offset = convention_offsets(model, model.landmarks, candidate, args.faces)
-    results["synthetic_today_vs_ict"] = synthetic
-    results["offset_mm"] = np.round(offset, 2).tolist()
+    candidates = {name: sfm.load(landmarks=name).landmarks for name in sfm.LANDMARK_CONVENTIONS if name != "contour"}
+    facevox = saved["facevox"]
+    mean_landmarks = model.mean[model.landmarks]
+    results["synthetic_today_vs"], results["offset_mm"] = {}, {}
+    results["remapped"] = {"facevox": nme_report(np.stack([point_errors(p, t) for p, t in zip(facevox, truth)]), yaws)}
+    for name, candidate in candidates.items():
+        synthetic, offset = convention_offsets(model, model.landmarks, candidate, args.faces)
+        results["synthetic_today_vs"][name], results["offset_mm"][name] = synthetic, np.round(offset, 2).tolist()
+        moved = np.array([remap(p, mean_landmarks, offset) if np.isfinite(p).all() else p for p in facevox])
+        results["remapped"][f"facevox moved to {name}"] = nme_report(np.stack([point_errors(p, t) for p, t in zip(moved, truth)]), yaws)
     if args.renders:
         results["renders_facevox_vs_targets"] = renders_table(model, args.renders)
-    mean_landmarks = model.mean[model.landmarks]
-    facevox = saved["facevox"]
-    moved = np.array([remap(p, mean_landmarks, offset) if np.isfinite(p).all() else p for p in facevox])
-    results["remapped"] = {
-        "facevox": nme_report(np.stack([point_errors(p, t) for p, t in zip(facevox, truth)]), yaws),
-        "facevox_ict_offset": nme_report(np.stack([point_errors(p, t) for p, t in zip(moved, truth)]), yaws),
-    }
     results["groups"] = {name: [part.start + 1, part.stop] for name, part in GROUPS_68.items()}
     results["about"] = "See bench/landmark_convention.py: offsets (inward, across, down) over sqrt(w*h) of the true box."
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     if args.figure:
-        figure(Path(args.figure), model, candidate, results)
+        figure(Path(args.figure), model, candidates, results)
     for name, report in results["remapped"].items():
         print(name, report["mean_of_bins"], {b: report["by_bin"][b]["nme"].get("mean") for b in YAW_BINS})
 

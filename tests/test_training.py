@@ -137,3 +137,18 @@ def test_ict_jaw_convention_lies_on_the_jaw_line(model):
     assert np.allclose(jaw[:8, 0], -jaw[16:8:-1, 0], atol=4.0) and np.allclose(jaw[:8, 1], jaw[16:8:-1, 1], atol=4.0)  # mm, mirror pairs
     assert np.all(np.diff(jaw[:9, 1]) < 0)  # down to the chin
     assert np.all(jaw[:8, 2] > today[:8, 2])  # in front of the Surrey mesh's edge, where the contour points sit
+
+
+def test_contour_at_heights_lands_on_contour_vertices(model):
+    from training import sfm
+
+    contours = json.loads((sfm.sfm_dir() / "sfm_model_contours.json").read_text())["model_contour"]
+    right, left = contours["right_contour"], contours["left_contour"]
+    heights = np.zeros(17)
+    heights[:8] = model.mean[right[2:10], 1]  # points 1–8 on right-contour vertices 2–9
+    heights[16:8:-1] = model.mean[left[2:10], 1]
+    heights[0] = 1e3  # above the contour: its top vertex
+    chosen = sfm.contour_at_heights(model, heights)
+    assert chosen[0] == right[0] and np.array_equal(chosen[1:8], right[3:10])
+    assert np.array_equal(chosen[16:8:-1], left[2:10]) and chosen[8] == model.landmarks[8]
+    assert np.array_equal(chosen[17:], model.landmarks[17:])

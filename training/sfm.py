@@ -97,11 +97,10 @@ ICT_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 JAW = range(0, 17)  # 0-based iBUG jaw points
 
 
-def ict_landmark_vertices(model: SurreyModel, points=JAW, ict_path: Path | None = None) -> np.ndarray:
-    """The model's 68 landmark vertices with `points` (0-based iBUG indices; default the jaw) taken from
-    the ICT FaceKit head's own 68 landmark vertices (a 3D convention: the jaw on the head's jaw line):
-    the ICT neutral head is aligned to the mean face by a similarity fit of the 51 inner landmarks
-    (iBUG 18–68) and each chosen ICT landmark goes to the nearest mean-face vertex."""
+def ict_landmarks_on_mean(model: SurreyModel, ict_path: Path | None = None) -> np.ndarray:
+    """The ICT FaceKit head's 68 landmark vertices (a 3D convention: the jaw on the head's jaw line) in
+    the mean face's frame (68, 3): the ICT neutral head aligned to the mean face by a similarity fit of
+    the 51 inner landmarks (iBUG 18–68)."""
     with np.load(ict_path or os.environ.get("FACEVOX_ICT", ICT_DEFAULT)) as ict:
         head = ict["neutral"][ict["landmarks68"]].astype(np.float64)
     ours = model.mean[model.landmarks]
@@ -109,20 +108,46 @@ def ict_landmark_vertices(model: SurreyModel, points=JAW, ict_path: Path | None 
     u, singular, vt = np.linalg.svd(target.T @ source)
     d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
     scale = np.trace(np.diag(singular) @ d) / (source**2).sum()
-    aligned = scale * (head - head[17:].mean(0)) @ (u @ d @ vt).T + ours[17:].mean(0)
+    return scale * (head - head[17:].mean(0)) @ (u @ d @ vt).T + ours[17:].mean(0)
+
+
+def ict_landmark_vertices(model: SurreyModel, points=JAW, ict_path: Path | None = None) -> np.ndarray:
+    """The model's 68 landmark vertices with `points` (0-based iBUG indices; default the jaw) moved to
+    the mean-face vertex nearest the ICT head's landmark (ict_landmarks_on_mean)."""
+    aligned = ict_landmarks_on_mean(model, ict_path)
     out = model.landmarks.copy()
     for i in points:
         out[i] = int(np.argmin(np.linalg.norm(model.mean - aligned[i], axis=1)))
     return out
 
 
-LANDMARK_CONVENTIONS = ("contour", "ict-jaw")
+def contour_at_heights(model: SurreyModel, heights: np.ndarray, folder: Path | None = None) -> np.ndarray:
+    """The model's 68 landmark vertices with the jaw points 1–8 and 10–17 moved along the model's
+    contour (sfm_model_contours.json, down to the chin) to the given heights (17,) (mean face y, mm;
+    the chin's entry is not used), each snapped to the nearest vertex; above the contour's top, its top."""
+    folder = Path(folder or sfm_dir())
+    contours = json.loads((folder / "sfm_model_contours.json").read_text())["model_contour"]
+    mean, out = model.mean, model.landmarks.copy()
+    for side, indices in (("right_contour", range(0, 8)), ("left_contour", range(16, 8, -1))):
+        line = np.array([mean[v] for v in contours[side]] + [mean[model.landmarks[8]]])
+        for i in indices:
+            point = line[0]
+            for a, b in zip(line[:-1], line[1:]):
+                if (a[1] - heights[i]) * (b[1] - heights[i]) <= 0 and a[1] != b[1]:
+                    point = a + (heights[i] - a[1]) / (b[1] - a[1]) * (b - a)
+                    break
+            out[i] = int(np.argmin(np.linalg.norm(mean - point, axis=1)))
+    return out
+
+
+LANDMARK_CONVENTIONS = ("contour", "ict-jaw", "contour-ict-heights")
 
 
 def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
     """The model from `folder`; `landmarks` picks its 68 landmark vertices: "contour" (landmark_vertices:
-    the jaw along the model's 2D-fitting contour, facevox's convention so far) or "ict-jaw"
-    (ict_landmark_vertices: the jaw where the ICT FaceKit head has its 3D jaw landmarks)."""
+    the jaw along the model's 2D-fitting contour, facevox's convention so far), "ict-jaw"
+    (ict_landmark_vertices: the jaw where the ICT FaceKit head has its 3D jaw landmarks) or
+    "contour-ict-heights" (contour_at_heights: the jaw still on the contour, at the ICT jaw landmarks' heights)."""
     if landmarks not in LANDMARK_CONVENTIONS:
         raise ValueError(f"unknown landmark convention {landmarks!r}; one of {LANDMARK_CONVENTIONS}")
     folder = Path(folder or sfm_dir())
@@ -155,4 +180,6 @@ def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
     )
     if landmarks == "ict-jaw":
         model.landmarks = ict_landmark_vertices(model)
+    elif landmarks == "contour-ict-heights":
+        model.landmarks = contour_at_heights(model, ict_landmarks_on_mean(model)[:17, 1], folder)
     return model
