@@ -165,12 +165,13 @@ def figure(path: Path, model, candidates: dict, results: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), gridspec_kw={"width_ratios": [0.9, 1.3, 1.3, 1.3]})
-    mean, colours = model.mean, ["tab:red", "tab:purple"]
+    mean, colours = model.mean, ["tab:red", "tab:purple", "tab:brown"]
     ax = axes[0]
     ax.scatter(mean[:, 0], mean[:, 1], s=0.3, c="0.8")
     ax.scatter(*mean[model.landmarks].T[:2], s=10, c="tab:blue", label="contour (today)")
     for (name, ids), colour in zip(candidates.items(), colours):
-        ax.scatter(*mean[ids[:17]].T[:2], s=10, c=colour, label=name)
+        changed = ids != model.landmarks
+        ax.scatter(*mean[ids[changed]].T[:2], s=10, c=colour, label=name)
     ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
     ax.set_title("Surrey mean face: jaw conventions", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
@@ -181,7 +182,7 @@ def figure(path: Path, model, candidates: dict, results: dict) -> None:
             if table:
                 ax.plot(jaw, table[component][:17], style, marker="o", ms=3, label=f"{system} − AFLW2000-3D")
         for (candidate, tables), colour in zip(results["synthetic_today_vs"].items(), colours):
-            if name in tables:
+            if name in tables and np.any(candidates[candidate][:17] != model.landmarks[:17]):
                 ax.plot(jaw, tables[name][component][:17], "--", c=colour, marker="s", ms=3, label=f"today − {candidate} (Surrey faces)")
         ax.axhline(0, c="0.6", lw=0.8)
         ax.set_title(f"jaw, |yaw| {name}°: {component} offset / face size", fontsize=9)

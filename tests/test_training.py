@@ -152,3 +152,17 @@ def test_contour_at_heights_lands_on_contour_vertices(model):
     assert chosen[0] == right[0] and np.array_equal(chosen[1:8], right[3:10])
     assert np.array_equal(chosen[16:8:-1], left[2:10]) and chosen[8] == model.landmarks[8]
     assert np.array_equal(chosen[17:], model.landmarks[17:])
+
+
+def test_landmark_conventions_by_name(model):
+    from training import sfm
+
+    with pytest.raises(ValueError):
+        sfm.load(landmarks="nonsense")
+    if not sfm.ICT_DEFAULT.exists():
+        pytest.skip("ICT FaceKit model not found")
+    bridge = sfm.load(landmarks="ict-nose-bridge")
+    changed = np.flatnonzero(bridge.landmarks != model.landmarks)
+    assert set(changed) <= set(sfm.NOSE_BRIDGE) and len(changed) >= 1
+    moved, today = bridge.mean[bridge.landmarks[27]], model.mean[model.landmarks[27]]
+    assert abs(moved[0]) < 2.0 and moved[1] < today[1]  # on the midline, lower down the bridge

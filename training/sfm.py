@@ -140,14 +140,16 @@ def contour_at_heights(model: SurreyModel, heights: np.ndarray, folder: Path | N
     return out
 
 
-LANDMARK_CONVENTIONS = ("contour", "ict-jaw", "contour-ict-heights")
+LANDMARK_CONVENTIONS = ("contour", "ict-jaw", "contour-ict-heights", "ict-nose-bridge")
+NOSE_BRIDGE = (27, 28)  # 0-based iBUG 28 and 29, the upper nose bridge
 
 
 def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
     """The model from `folder`; `landmarks` picks its 68 landmark vertices: "contour" (landmark_vertices:
     the jaw along the model's 2D-fitting contour, facevox's convention so far), "ict-jaw"
     (ict_landmark_vertices: the jaw where the ICT FaceKit head has its 3D jaw landmarks) or
-    "contour-ict-heights" (contour_at_heights: the jaw still on the contour, at the ICT jaw landmarks' heights)."""
+    "contour-ict-heights" (contour_at_heights: the jaw still on the contour, at the ICT jaw landmarks' heights)
+    or "ict-nose-bridge" (today's, with iBUG 28 and 29 where the ICT head has them)."""
     if landmarks not in LANDMARK_CONVENTIONS:
         raise ValueError(f"unknown landmark convention {landmarks!r}; one of {LANDMARK_CONVENTIONS}")
     folder = Path(folder or sfm_dir())
@@ -182,4 +184,6 @@ def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
         model.landmarks = ict_landmark_vertices(model)
     elif landmarks == "contour-ict-heights":
         model.landmarks = contour_at_heights(model, ict_landmarks_on_mean(model)[:17, 1], folder)
+    elif landmarks == "ict-nose-bridge":
+        model.landmarks = ict_landmark_vertices(model, NOSE_BRIDGE)
     return model
