@@ -7,9 +7,10 @@ choice of Surrey landmark vertices would explain.
 Needs bench/accuracy_aflw2000.py's saved points (its --points file).
 
 1. On aflw2000-dev (measure only): each system's signed offset of each of the 68 points from the true
-   one, in the face's own image frame, averaged per |yaw| bin. Faces are mirrored
-   (x → −x, iBUG points swapped) where needed so that every face turns the same way, its jaw half
-   iBUG 10–17 facing the camera (the half whose true points lie further from the nose tip). Components, over sqrt(w·h) of the true box:
+   one, in the face's own image frame, averaged per |yaw| bin. Faces are mirrored (x → −x, iBUG points
+   swapped) where needed so that every face turns the same way, its jaw half iBUG 10–17 facing the
+   camera (the half whose true points lie further from the nose tip). Components, over sqrt(w·h) of
+   the true box:
    inward   along the unit vector from the true point to the true points' centroid (> 0: the
             prediction lies nearer the face's centre);
    across   along the face's horizontal axis (true right-eye centre → left-eye centre);
@@ -17,8 +18,8 @@ Needs bench/accuracy_aflw2000.py's saved points (its --points file).
 2. On Surrey faces (synthetic: random identities and poses, the renders' ranges, no photo): the same
    offsets of today's landmark vertices (training.sfm.landmark_vertices) from each candidate convention's
    (training.sfm.LANDMARK_CONVENTIONS: "ict-jaw", ICT FaceKit's jaw landmarks carried onto the Surrey
-   mean face; "contour-ict-heights", the jaw kept on the contour at those landmarks' heights), as if
-   today's were the prediction and the candidate the truth. Where these match part 1, the convention
+   mean face; "contour-ict-heights", the jaw kept on the contour at those landmarks' heights;
+   "ict-nose-bridge", ICT's iBUG 28 and 29), as if today's were the prediction and the candidate the truth. Where these match part 1, the convention
    explains facevox's offsets.
 3. Re-mapped facevox on aflw2000-dev: facevox's 3D points moved by the per-point 3D offset (candidate −
    today's, in the model frame, averaged over the random Surrey identities of part 2, i.e. learned on
