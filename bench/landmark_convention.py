@@ -19,8 +19,8 @@ Needs bench/accuracy_aflw2000.py's saved points (its --points file).
    offsets of today's landmark vertices (training.sfm.landmark_vertices) from each candidate convention's
    (training.sfm.LANDMARK_CONVENTIONS: "ict-jaw", ICT FaceKit's jaw landmarks carried onto the Surrey
    mean face; "contour-ict-heights", the jaw kept on the contour at those landmarks' heights;
-   "ict-nose-bridge", ICT's iBUG 28 and 29), as if today's were the prediction and the candidate the truth. Where these match part 1, the convention
-   explains facevox's offsets.
+   "ict-nose-bridge", ICT's iBUG 28 and 29), as if today's were the prediction and the candidate the
+   truth. Where these match part 1, the convention explains facevox's offsets.
 3. Re-mapped facevox on aflw2000-dev: facevox's 3D points moved by the per-point 3D offset (candidate −
    today's, in the model frame, averaged over the random Surrey identities of part 2, i.e. learned on
    synthetic faces only), turned and scaled by facevox's own pose (a similarity fit of the Surrey mean
