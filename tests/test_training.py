@@ -111,3 +111,60 @@ def test_train_resume_export(tmp_path, monkeypatch, surrey):  # surrey: skips wi
     from_onnx(net, onnx_path)
     saved = {k: v.float() for k, v in state["model"].items()}
     assert all(torch.allclose(v, saved[k]) for k, v in net.state_dict().items() if v.is_floating_point())
+
+
+def test_ict_landmark_vertices_find_a_heads_own_landmarks(model, tmp_path):
+    """A stand-in 'ICT head' that is the mean face turned, scaled (to cm) and shifted, with chosen
+    vertices as its landmarks: those vertices come back for the chosen points, the rest stay."""
+    from facevox.pose import rotation_matrix
+    from training import sfm
+
+    wanted = model.landmarks.copy()
+    wanted[:17] = [int(v) + 1 for v in model.landmarks[:17]]  # other vertices for the jaw
+    head = 0.1 * model.mean @ rotation_matrix(20, -5, 3).T + [1.0, 2.0, 3.0]
+    path = tmp_path / "ict.npz"
+    np.savez(path, neutral=head.astype(np.float32), landmarks68=wanted.astype(np.int32))
+    chosen = sfm.ict_landmark_vertices(model, ict_path=path)
+    assert np.array_equal(chosen[:17], wanted[:17]) and np.array_equal(chosen[17:], model.landmarks[17:])
+    assert np.array_equal(sfm.ict_landmark_vertices(model, points=(), ict_path=path), model.landmarks)
+
+
+def test_ict_jaw_convention_lies_on_the_jaw_line(model):
+    from training import sfm
+
+    if not sfm.ICT_DEFAULT.exists():
+        pytest.skip("ICT FaceKit model not found")
+    jaw = model.mean[sfm.ict_landmark_vertices(model)[:17]]
+    today = model.mean[model.landmarks[:17]]
+    assert np.allclose(jaw[:8, 0], -jaw[16:8:-1, 0], atol=4.0) and np.allclose(jaw[:8, 1], jaw[16:8:-1, 1], atol=4.0)  # mm, mirror pairs
+    assert np.all(np.diff(jaw[:9, 1]) < 0)  # down to the chin
+    assert np.all(jaw[:8, 2] > today[:8, 2])  # in front of the Surrey mesh's edge, where the contour points sit
+
+
+def test_contour_at_heights_lands_on_contour_vertices(model):
+    from training import sfm
+
+    contours = json.loads((sfm.sfm_dir() / "sfm_model_contours.json").read_text())["model_contour"]
+    right, left = contours["right_contour"], contours["left_contour"]
+    heights = np.zeros(17)
+    heights[:8] = model.mean[right[2:10], 1]  # points 1–8 on right-contour vertices 2–9
+    heights[16:8:-1] = model.mean[left[2:10], 1]
+    heights[0] = 1e3  # above the contour: its top vertex
+    chosen = sfm.contour_at_heights(model, heights)
+    assert chosen[0] == right[0] and np.array_equal(chosen[1:8], right[3:10])
+    assert np.array_equal(chosen[16:8:-1], left[2:10]) and chosen[8] == model.landmarks[8]
+    assert np.array_equal(chosen[17:], model.landmarks[17:])
+
+
+def test_landmark_conventions_by_name(model):
+    from training import sfm
+
+    with pytest.raises(ValueError):
+        sfm.load(landmarks="nonsense")
+    if not sfm.ICT_DEFAULT.exists():
+        pytest.skip("ICT FaceKit model not found")
+    bridge = sfm.load(landmarks="ict-nose-bridge")
+    changed = np.flatnonzero(bridge.landmarks != model.landmarks)
+    assert set(changed) <= set(sfm.NOSE_BRIDGE) and len(changed) >= 1
+    moved, today = bridge.mean[bridge.landmarks[27]], model.mean[model.landmarks[27]]
+    assert abs(moved[0]) < 2.0 and moved[1] < today[1]  # on the midline, lower down the bridge

@@ -33,7 +33,8 @@ class Exported(torch.nn.Module):
         return torch.sigmoid(volume), heatmaps, landmark_depth
 
 
-def export(net: VolumeNet, path: Path, metadata: dict) -> None:
+def export(net: VolumeNet, path: Path, metadata: dict, landmarks: str = "contour") -> None:
+    """Write the ONNX file and its JSON; `landmarks`: the training run's landmark convention (training.sfm.load)."""
     net = net.float().eval()
     size = net.config.input_size
     torch.onnx.export(
@@ -44,9 +45,9 @@ def export(net: VolumeNet, path: Path, metadata: dict) -> None:
         training=torch.onnx.TrainingMode.PRESERVE,  # keeps BatchNorm unfused, so every weight keeps its name
     )
     c = net.config
-    model = sfm.load()
+    model = sfm.load(landmarks=landmarks)
     info = {"input_size": c.input_size, "volume_depth": c.volume_depth, "heatmap_size": c.input_size // 2,
-            "num_landmarks": c.landmarks, "stacks": c.stacks, "width": c.width,
+            "num_landmarks": c.landmarks, "stacks": c.stacks, "width": c.width, "landmark_convention": landmarks,
             "mean_landmarks_3d": np.round(model.mean[model.landmarks], 3).tolist(), "licence": LICENCE, **metadata}
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
 
@@ -75,7 +76,7 @@ def main():
     real = bool(train_config.get("real_labels"))
     metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
                 "data": DATA_REAL if real else DATA_SYNTHETIC, "licence": LICENCE_REAL if real else LICENCE}
-    export(net, args.output, metadata)
+    export(net, args.output, metadata, landmarks=train_config.get("landmarks", "contour"))
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
 
 

@@ -50,6 +50,18 @@ def prepare(image: np.ndarray, pad: float) -> tuple[np.ndarray, float, float]:
     return padded, scale, offset
 
 
+def fit_face_mesh(model, point_ids: np.ndarray, vertex_ids: np.ndarray, points: np.ndarray):
+    """The Surrey model fitted to (478, ≥2) MediaPipe points (photo pixels) through the table's
+    (point_ids, vertex_ids) pairs (training.correspondence.load_table)."""
+    targets = points[point_ids, :2]
+    extent = np.ptp(targets, axis=0)
+    face_size = float(np.sqrt(extent[0] * extent[1]))
+    # ~6× as many points as the 68 landmarks, with correlated errors: scale the noise so the data
+    # weigh against the shape priors about as 68 landmarks would.
+    noise = 0.02 * face_size * np.sqrt(len(targets) / 68)
+    return fit_landmarks(model, vertex_ids, targets, noise=noise)
+
+
 class Labeller:
     """Detectors, face mesh, Surrey model and table, loaded once (per process)."""
 
@@ -82,13 +94,7 @@ class Labeller:
 
     def fit(self, points: np.ndarray, box: np.ndarray) -> dict:
         """Fit the Surrey model to (478, 2) MediaPipe points in photo pixels."""
-        targets = points[self.point_ids, :2]
-        extent = np.ptp(targets, axis=0)
-        face_size = float(np.sqrt(extent[0] * extent[1]))
-        # ~6× as many points as the 68 landmarks, with correlated errors: scale the noise so the data
-        # weigh against the shape priors about as 68 landmarks would.
-        noise = 0.02 * face_size * np.sqrt(len(targets) / 68)
-        fit = fit_landmarks(self.model, self.vertex_ids, targets, noise=noise)
+        fit = fit_face_mesh(self.model, self.point_ids, self.vertex_ids, points)
         marks = fit.project(self.model)[self.model.landmarks, :2]
         size = float(np.sqrt(np.prod(marks.max(0) - marks.min(0))))
         yaw, pitch, roll = fit.pose

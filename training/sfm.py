@@ -93,7 +93,65 @@ def landmark_vertices(folder: Path, mean: np.ndarray) -> np.ndarray:
     return np.array([mapped[i] for i in range(1, 69)], dtype=np.int64)
 
 
-def load(folder: Path | None = None) -> SurreyModel:
+ICT_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-face" / "model.npz"
+JAW = range(0, 17)  # 0-based iBUG jaw points
+
+
+def ict_landmarks_on_mean(model: SurreyModel, ict_path: Path | None = None) -> np.ndarray:
+    """The ICT FaceKit head's 68 landmark vertices (a 3D convention: the jaw on the head's jaw line) in
+    the mean face's frame (68, 3): the ICT neutral head aligned to the mean face by a similarity fit of
+    the 51 inner landmarks (iBUG 18–68)."""
+    with np.load(ict_path or os.environ.get("FACEVOX_ICT", ICT_DEFAULT)) as ict:
+        head = ict["neutral"][ict["landmarks68"]].astype(np.float64)
+    ours = model.mean[model.landmarks]
+    source, target = head[17:] - head[17:].mean(0), ours[17:] - ours[17:].mean(0)
+    u, singular, vt = np.linalg.svd(target.T @ source)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    scale = np.trace(np.diag(singular) @ d) / (source**2).sum()
+    return scale * (head - head[17:].mean(0)) @ (u @ d @ vt).T + ours[17:].mean(0)
+
+
+def ict_landmark_vertices(model: SurreyModel, points=JAW, ict_path: Path | None = None) -> np.ndarray:
+    """The model's 68 landmark vertices with `points` (0-based iBUG indices; default the jaw) moved to
+    the mean-face vertex nearest the ICT head's landmark (ict_landmarks_on_mean)."""
+    aligned = ict_landmarks_on_mean(model, ict_path)
+    out = model.landmarks.copy()
+    for i in points:
+        out[i] = int(np.argmin(np.linalg.norm(model.mean - aligned[i], axis=1)))
+    return out
+
+
+def contour_at_heights(model: SurreyModel, heights: np.ndarray, folder: Path | None = None) -> np.ndarray:
+    """The model's 68 landmark vertices with the jaw points 1–8 and 10–17 moved along the model's
+    contour (sfm_model_contours.json, down to the chin) to the given heights (17,) (mean face y, mm;
+    the chin's entry is not used), each snapped to the nearest vertex; above the contour's top, its top."""
+    folder = Path(folder or sfm_dir())
+    contours = json.loads((folder / "sfm_model_contours.json").read_text())["model_contour"]
+    mean, out = model.mean, model.landmarks.copy()
+    for side, indices in (("right_contour", range(0, 8)), ("left_contour", range(16, 8, -1))):
+        line = np.array([mean[v] for v in contours[side]] + [mean[model.landmarks[8]]])
+        for i in indices:
+            point = line[0]
+            for a, b in zip(line[:-1], line[1:]):
+                if (a[1] - heights[i]) * (b[1] - heights[i]) <= 0 and a[1] != b[1]:
+                    point = a + (heights[i] - a[1]) / (b[1] - a[1]) * (b - a)
+                    break
+            out[i] = int(np.argmin(np.linalg.norm(mean - point, axis=1)))
+    return out
+
+
+LANDMARK_CONVENTIONS = ("contour", "ict-jaw", "contour-ict-heights", "ict-nose-bridge")
+NOSE_BRIDGE = (27, 28)  # 0-based iBUG 28 and 29, the upper nose bridge
+
+
+def load(folder: Path | None = None, landmarks: str = "contour") -> SurreyModel:
+    """The model from `folder`; `landmarks` picks its 68 landmark vertices: "contour" (landmark_vertices:
+    the jaw along the model's 2D-fitting contour, facevox's convention so far), "ict-jaw"
+    (ict_landmark_vertices: the jaw where the ICT FaceKit head has its 3D jaw landmarks) or
+    "contour-ict-heights" (contour_at_heights: the jaw still on the contour, at the ICT jaw landmarks' heights)
+    or "ict-nose-bridge" (today's, with iBUG 28 and 29 where the ICT head has them)."""
+    if landmarks not in LANDMARK_CONVENTIONS:
+        raise ValueError(f"unknown landmark convention {landmarks!r}; one of {LANDMARK_CONVENTIONS}")
     folder = Path(folder or sfm_dir())
     reader = _Reader((folder / "sfm_shape_3448.bin").read_bytes())
     if reader.u32() != 1:
@@ -114,7 +172,7 @@ def load(folder: Path | None = None) -> SurreyModel:
     expression_basis = np.stack(offsets, axis=-1)
 
     mean = mean.reshape(n, 3).astype(np.float64)
-    return SurreyModel(
+    model = SurreyModel(
         mean=mean,
         shape_basis=shape_basis.astype(np.float64),
         expression_basis=expression_basis.astype(np.float64),
@@ -122,3 +180,10 @@ def load(folder: Path | None = None) -> SurreyModel:
         triangles=triangles.astype(np.int64),
         landmarks=landmark_vertices(folder, mean),
     )
+    if landmarks == "ict-jaw":
+        model.landmarks = ict_landmark_vertices(model)
+    elif landmarks == "contour-ict-heights":
+        model.landmarks = contour_at_heights(model, ict_landmarks_on_mean(model)[:17, 1], folder)
+    elif landmarks == "ict-nose-bridge":
+        model.landmarks = ict_landmark_vertices(model, NOSE_BRIDGE)
+    return model

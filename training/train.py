@@ -55,6 +55,7 @@ config = dict(
     init_onnx="",
     photos="",  # folder of real-faces photos for background clutter ('' = procedural only)
     sfm="",
+    landmarks="contour",  # the Surrey model's 68 landmark vertices (training.sfm.LANDMARK_CONVENTIONS): "contour" (so far) or "ict-jaw" (3D jaw line)
     real_labels="",  # folder of SET.npz labels ('' = synthetic only, the default)
     real_photos="cache",  # folder holding one folder of photos per labelled set (real-faces/, celeb-faces/)
     real_sets="",  # comma-separated labelled sets to use ('' = every SET.npz in real_labels)
@@ -169,7 +170,7 @@ def main():
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    model = sfm.load(cfg["sfm"] or None)
+    model = sfm.load(cfg["sfm"] or None, landmarks=cfg["landmarks"])
     photos = load_photos(real_faces(Path(cfg["photos"]), "train")) if cfg["photos"] else None
     source = SyntheticFaces(model, photos, device=cfg["device"])
     held_out = SyntheticFaces(model, None, device=cfg["device"])

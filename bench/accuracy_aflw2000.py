@@ -1,0 +1,128 @@
+"""68-point accuracy on real photos with 3D-convention landmarks: AFLW2000-3D's development part.
+
+    PYTHONPATH=src:. python -m bench.accuracy_aflw2000 [--data ../shared/data/aflw2000-dev] \\
+        [--model src/facevox/models/vrn-hg2-w192.onnx] [--no-mirror] [--limit N] \\
+        [--out bench/results/accuracy_aflw2000.json] [--points cache/aflw2000_points.npz]
+
+Photos
+    ../shared/data/aflw2000-dev: 500 photos of 450 px (200 / 150 / 150 with |yaw| 0–30 / 30–60 /
+    60–90°), one labelled face each, 68 landmarks of a fitted 3D face (the jaw on the 3D jaw line, also
+    where hidden). MEASURE ONLY. `--limit N` takes a fixed subset, N / 3 per bin (bench/aflw.stratified).
+    Each photo goes as it is through each system (bench/aflw.Systems): facevox as shipped
+    (`facevox.Reconstructor`, its detectors and crop rule; `--no-mirror` passes mirror=False), MediaPipe's
+    face mesh (Surrey model fitted to its points), and the classic peer (Surrey model fitted to facevox's
+    2D landmarks).
+
+Metrics
+    found       share of photos where the system returns a face matching the labelled one: the face
+                whose 68 points' box centre lies nearest the labelled box's centre, within half the
+                labelled box's width.
+    nme         mean 2D distance of the 68 points over sqrt(w·h) of the box of the true 68 points, on
+                the faces the system found; per |yaw| bin, and the mean of the three bins' means.
+    over_20     share of found faces with NME > 20 %.
+    groups      NME per landmark group (jaw 1–17, brows 18–27, nose 28–36, eyes 37–48, mouth 49–68,
+                1-based iBUG) per bin.
+    common      the same on the faces all three systems found.
+    seconds     each system's mean time per photo (facevox: the whole pipeline; mediapipe: face mesh
+                + fit; peer: the fit alone, on top of facevox's time).
+`--points` keeps each system's 68 points per photo (NaN when not found) for bench/landmark_convention.py;
+it goes under cache/ (ignored), never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, group_nme, mean_of_bins, point_errors, stratified, summary, yaw_bin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(file names, true points (n, 68, 3), yaw (n,)) of the set."""
+    with np.load(folder / "labels.npz") as labels:
+        return [str(n) for n in labels["names"]], labels["points3d"].astype(np.float64), labels["pitch_yaw_roll"][:, 1].astype(np.float64)
+
+
+def score(errors: dict, yaws: np.ndarray) -> dict:
+    """errors: {system: (n, 68) per-point errors, NaN rows for faces not found} → the report."""
+    bins = np.array([yaw_bin(y) for y in yaws])
+    found = {s: np.isfinite(e).all(1) for s, e in errors.items()}
+    common = np.logical_and.reduce(list(found.values()))
+    out = {}
+    for system, e in errors.items():
+        per_face = e.mean(1)
+        report = {"by_bin": {}, "common": {"by_bin": {}}}
+        for name in YAW_BINS:
+            part = bins == name
+            hit = part & found[system]
+            both = part & common
+            report["by_bin"][name] = {
+                "faces": int(part.sum()), "found": int(hit.sum()), "found_share": round(float(hit.sum() / max(part.sum(), 1)), 4),
+                "nme": summary(per_face[hit]), "over_20": round(float((per_face[hit] > 0.2).mean()), 4) if hit.any() else None,
+                "groups": group_nme(e[hit]),
+            }
+            report["common"]["by_bin"][name] = {"faces": int(both.sum()), "nme": summary(per_face[both]), "groups": group_nme(e[both])}
+        report["mean_of_bins"] = mean_of_bins(report["by_bin"])
+        report["common"]["mean_of_bins"] = mean_of_bins(report["common"]["by_bin"])
+        report["found"] = int(found[system].sum())
+        report["over_20"] = round(float((per_face[found[system]] > 0.2).mean()), 4) if found[system].any() else None
+        out[system] = report
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "aflw2000-dev"))
+    parser.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    parser.add_argument("--no-mirror", action="store_true", help="facevox without the mirrored second pass")
+    parser.add_argument("--limit", type=int, default=0, help="a fixed subset of about N photos, N/3 per yaw bin (0 = all)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy_aflw2000.json"))
+    parser.add_argument("--points", default=str(ROOT / "cache" / "aflw2000_points.npz"), help="where to keep the points ('' = nowhere)")
+    args = parser.parse_args()
+
+    folder = Path(args.data)
+    names, truth, yaws = load(folder)
+    chosen = stratified(yaws, args.limit)
+    systems = Systems(args.model, mirror=not args.no_mirror, threads=args.threads or None)
+    points = {s: np.full((len(chosen), 68, 3), np.nan) for s in SYSTEMS}
+    started = time.time()
+    for k, i in enumerate(chosen):
+        image = cv2.imread(str(folder / "images" / names[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+        for system, found in systems(image, box_of(truth[i])).items():
+            if found is not None:
+                points[system][k] = found
+        if (k + 1) % 50 == 0:
+            print(f"{k + 1}/{len(chosen)} photos, {time.time() - started:.0f} s", flush=True)
+
+    errors = {s: np.stack([point_errors(p, truth[i]) for p, i in zip(points[s], chosen)]) for s in SYSTEMS}
+    results = {
+        "data": "aflw2000-dev", "photos": len(chosen), "subset": f"stratified, {args.limit} asked" if args.limit else "all",
+        "model": args.model or "shipped", "mirror": not args.no_mirror,
+        "systems": score(errors, yaws[chosen]),
+        "seconds_per_photo": {s: round(t / max(len(chosen), 1), 3) for s, t in systems.seconds.items()},
+        "seconds": round(time.time() - started, 1),
+        "about": "68-point NME (2D) over sqrt(w*h) of the true 68 points' box, per |yaw| bin, on the faces each "
+                 "system found; mediapipe and peer are Surrey-model fits (to MediaPipe's face mesh, to facevox's "
+                 "landmarks). See bench/accuracy_aflw2000.py.",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.points:
+        Path(args.points).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.points, names=np.array(names)[chosen], yaw=yaws[chosen], **points)
+    for system in SYSTEMS:
+        r = results["systems"][system]
+        print(system, "found", r["found"], "mean of bins", r["mean_of_bins"],
+              {b: r["by_bin"][b]["nme"].get("mean") for b in YAW_BINS})
+
+
+if __name__ == "__main__":
+    main()
