@@ -225,3 +225,12 @@ def test_glb_reads_back_as_the_viewer_frame_mesh(colours):
 def test_glb_of_an_empty_mesh_is_an_empty_scene():
     body = trimesh.load(io.BytesIO(export(small_face(empty=True), "glb")), file_type="glb", force="mesh")
     assert len(body.vertices) == 0 and len(body.faces) == 0
+
+
+@pytest.mark.parametrize("which", ["astronaut", "grid", "grid without colours", "empty"])
+def test_surface_glbs_pass_the_gltf_validator(which, request, tmp_path):
+    from gltf_validator import assert_valid
+
+    face = {"astronaut": lambda: request.getfixturevalue("astronaut_face"), "grid": small_face,
+            "grid without colours": lambda: small_face(colours=False), "empty": lambda: small_face(empty=True)}[which]()
+    assert_valid(export(face, "glb"), tmp_path)
