@@ -22,9 +22,14 @@ from facevox.image import Photo, PhotoFile
 from facevox.volume import VolumeModel
 
 
+MESH_CHOICES = ("head", "surface", "both")
+
+
 @dataclass
 class Settings:
-    """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles:
+    """How meshes are made. mesh: "head" (default) fits the ICT head to each face (Face.head: closed,
+    the same vertices every time, a UV texture, 53 ARKit blendshapes; facevox.head), "surface" keeps
+    only the volumetric surface of the visible face (Face.mesh, always made), "both" both. smooth: Taubin iterations of the closed body (solid); max_triangles:
     decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
     crops, twice the network time); mirror: average the second pass's volume and landmark maps with
     those of the mirrored crop (facevox.volume.VolumeModel's mirror: smaller surface and landmark errors
@@ -35,7 +40,12 @@ class Settings:
     max_triangles: int = 0
     refine: bool = True
     mirror: bool = True
-    solid: bool = False  # also build the closed body (Face.extras['solid']) for STL
+    solid: bool = False  # also build the surface's closed body (Face.extras['solid']) for its STL
+    mesh: str = "head"
+
+    def __post_init__(self):
+        if self.mesh not in MESH_CHOICES:
+            raise ValueError(f"unknown mesh {self.mesh!r}; choose from {', '.join(MESH_CHOICES)}")
 
 
 class Reconstructor:
@@ -116,11 +126,24 @@ class Reconstructor:
             clock.lap("solid")
         points_photo = mesh.points_to_photo(points, matrix)
         yaw, pitch, roll = pose.head_pose(points, self.mean_landmarks)
-        return Face(
+        face = Face(
             box=np.asarray(detection.box, dtype=np.float64), score=detection.score,
             landmarks_2d=points_photo[:, :2], landmarks_3d=points_photo,
             yaw=yaw, pitch=pitch, roll=roll, mesh=surface, extras=extras,
         )
+        if self.settings.mesh != "surface":
+            from facevox.head import fit_head
+
+            face.head = fit_head(face, full_size(photo))
+            clock.lap("head")
+        return face
+
+
+def full_size(photo: Photo) -> np.ndarray:
+    """The photo's pixels at the photo's own size (a reduced decoding's pixels repeated), whose pixel
+    (x, y) is photo pixel (x, y), as facevox.head.fit_head samples its texture there."""
+    pixels, r = photo.pixels, photo.reduction
+    return pixels if r == 1 else np.repeat(np.repeat(pixels, r, axis=0), r, axis=1)
 
 
 class Clock:

@@ -34,16 +34,17 @@ def head_frame(face: Face):
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit normals, the area-weighted mean of the faces around each vertex ((0, 0, 1) for a vertex in no face)."""
-    corners = vertices[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # length: twice the area
-    normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
-    length = np.linalg.norm(normals, axis=1)
-    normals[length == 0] = (0.0, 0.0, 1.0)
-    length[length == 0] = 1.0
-    return normals / length[:, None]
+    """Unit normals, area-weighted over the faces around each vertex ((0, 0, 1) for a vertex in none)."""
+    from facevox.preview import vertex_normals as weighted_normals
+
+    normals = weighted_normals(vertices, faces)
+    normals[np.linalg.norm(normals, axis=1) < 0.5] = (0.0, 0.0, 1.0)
+    return normals
+
+
+def head_mesh(head) -> Mesh:
+    """The head as fitted, as a facevox Mesh (photo frame) with vertex colours from its texture."""
+    return Mesh(np.asarray(head.vertices, np.float64), np.asarray(head.faces, np.int64), texture_colours(head))
 
 
 def texture_colours(head) -> np.ndarray:
