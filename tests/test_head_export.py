@@ -1,4 +1,4 @@
-"""The head's files (facevox.export.head), on a small stand-in head: a sphere with eye, mouth and neck
+"""The head's files (facevox.export.head), on a small stand-in facevox.head.Head: a sphere with eye, mouth and neck
 holes, eyeballs inside, a UV seam and two blendshapes. GLBs pass the Khronos glTF validator."""
 
 from __future__ import annotations
@@ -6,32 +6,19 @@ from __future__ import annotations
 import io
 import json
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import trimesh
 
 from facevox.export import export, export_files
-from facevox.export.head import closed_head, head_frame, texture_colours
+from facevox.export.head import arkit_names, closed_head, head_frame, texture_colours
 from facevox.face import Face, Mesh
+from facevox.head import Head
 from gltf_validator import assert_valid
 
 EYES = np.array([[-0.35, 0.3, 0.88], [0.35, 0.3, 0.88]])
 MOUTH = np.array([0.0, -0.45, 0.85])
-
-
-@dataclass
-class StandInHead:
-    vertices: np.ndarray
-    faces: np.ndarray
-    uvs: np.ndarray
-    texture: np.ndarray
-    blendshape_names: list
-    blendshapes: np.ndarray
-    identity: np.ndarray
-    expression: np.ndarray
-    regions: dict
 
 
 def to_photo(points: np.ndarray) -> np.ndarray:
@@ -65,7 +52,7 @@ def stand_in_face() -> Face:
     fitted = to_photo(model) + np.tensordot(expression, blendshapes, axes=1)
     rows, columns = np.mgrid[0:64, 0:64]
     texture = np.stack([columns * 4, rows * 4, np.full_like(rows, 128)], axis=-1).astype(np.uint8)
-    head = StandInHead(fitted.astype(np.float32), faces.astype(np.int32), uvs.astype(np.float32), texture,
+    head = Head(fitted.astype(np.float32), faces.astype(np.int32), uvs.astype(np.float32), texture,
                        ["jawOpen", "browInnerUp"], blendshapes, np.array([0.5, -1.0, 0.25]), expression, regions)
     landmarks = to_photo(np.tile([0.0, 0.0, 0.9], (68, 1)))
     landmarks[36], landmarks[45] = to_photo(np.array([[-0.465, 0.3, 0.8], [0.465, 0.3, 0.8]]))  # 74.4 px: 1.25 mm a pixel
@@ -197,3 +184,34 @@ def test_mesh_choice(face):
     with pytest.raises(ValueError, match="unknown mesh"):
         export(face, "glb", mesh="skull")
     assert "head" not in json.loads(export(bare, "json"))
+
+
+def test_arkit_names():
+    assert arkit_names(["eyeBlink_L", "mouthSmile_R", "jawOpen", "browInnerUp_L"]) == ["eyeBlinkLeft", "mouthSmileRight", "jawOpen", "browInnerUpLeft"]
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(reconstructor, astronaut) -> Face:
+    return reconstructor(astronaut)[0]
+
+
+def test_real_heads_files(astronaut_face, reconstructor, grace_hopper, tmp_path):
+    face = astronaut_face
+    assert face.head is not None  # the default Settings fit a head
+    data = export(face, "glb")
+    assert_valid(data, tmp_path)
+    gltf, _ = read_glb(data)
+    names = gltf["meshes"][0]["extras"]["targetNames"]
+    assert len(names) == 53 and {"jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "browDownRight"} <= set(names)
+    assert len(gltf["meshes"][0]["primitives"][0]["targets"]) == 53
+    assert len(data) < 12_000_000  # sparse morph targets keep the file small enough for the web page
+    stl = trimesh.load(io.BytesIO(export(face, "stl")), file_type="stl")
+    assert stl.is_watertight and stl.is_winding_consistent and stl.body_count == 1 and stl.volume > 0
+    extent = np.ptp(stl.vertices, axis=0)
+    assert 120 < extent[0] < 300 and extent[1] > extent[0] * 0.8  # a head-sized solid, in millimetres
+    other = reconstructor(grace_hopper)[0]
+    assert len(other.head.vertices) == len(face.head.vertices) and np.array_equal(other.head.faces, face.head.faces)
+    body = trimesh.load(io.BytesIO(export(other, "glb")), file_type="glb", force="mesh", process=False)
+    assert len(body.vertices) == len(face.head.vertices)  # the same topology from every photo
+    record = json.loads(export(face, "json"))
+    assert len(record["head"]["identity"]) == len(face.head.identity) and set(record["head"]["expression"]) == set(names)

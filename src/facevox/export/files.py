@@ -157,6 +157,6 @@ def to_json(face: Face, model: str | None = None, **_) -> bytes:
         record["head"] = {
             "vertices": int(len(face.head.vertices)), "triangles": int(len(face.head.faces)),
             "identity": np.round(np.asarray(face.head.identity, np.float64), 4).tolist(),
-            "expression": {name: round(float(w), 4) for name, w in zip(face.head.blendshape_names, face.head.expression)},
+            "expression": {name: round(float(w), 4) for name, w in zip(head.arkit_names(face.head.blendshape_names), face.head.expression)},
         }
     return (json.dumps(record, indent=1) + "\n").encode()

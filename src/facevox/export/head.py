@@ -8,6 +8,7 @@ y up, z towards the viewer, millimetres), so a head and a surface written from o
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 
@@ -17,6 +18,12 @@ GL_ARRAY_BUFFER, GL_ELEMENT_ARRAY_BUFFER = 34962, 34963
 GL_LINEAR, GL_LINEAR_MIPMAP_LINEAR, GL_CLAMP_TO_EDGE = 9729, 9987, 33071
 MORPH_EPSILON_MM = 1e-3  # morph offsets shorter than this are stored as zero (sparse accessors)
 CLOSED_REGIONS = ("eyes", "mouth_interior")  # left out of the STL, whose holes are then closed
+
+
+def arkit_names(names) -> list[str]:
+    """Blendshape names as ARKit spells them: ICT FaceKit's "eyeBlink_L" is ARKit's "eyeBlinkLeft" (ICT
+    splits ARKit's one browInnerUp into browInnerUpLeft and browInnerUpRight: 53 in all)."""
+    return [re.sub(r"_L$", "Left", re.sub(r"_R$", "Right", str(name))) for name in names]
 
 
 def head_frame(face: Face):
@@ -127,7 +134,7 @@ def head_glb(face: Face, **_) -> bytes:
         "meshes": [{"name": "head", "primitives": [{"attributes": attributes, "indices": indices, "mode": GL_TRIANGLES,
                                                      "material": 0, "targets": targets}],
                     "weights": [float(w) for w in np.clip(head.expression, 0, 1)],
-                    "extras": {"targetNames": list(head.blendshape_names)}}],
+                    "extras": {"targetNames": arkit_names(head.blendshape_names)}}],
         "materials": [{"name": "skin", "pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0.0,
                                                                  "roughnessFactor": 0.75}}],
         "textures": [{"sampler": 0, "source": 0}],

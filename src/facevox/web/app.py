@@ -337,7 +337,9 @@ def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Resu
             meshes[which] = {"files": urls, "bytes": {fmt: len(files[name][0]) for fmt, name in urls.items()},
                              "vertices": int(len(body.vertices)), "triangles": int(len(body.faces if which == "head" else body.triangles))}
         if face.head is not None:
-            meshes["head"]["expression"] = {n: round(float(w), 4) for n, w in zip(face.head.blendshape_names, face.head.expression)}
+            from facevox.export.head import arkit_names
+
+            meshes["head"]["expression"] = {n: round(float(w), 4) for n, w in zip(arkit_names(face.head.blendshape_names), face.head.expression)}
         from facevox.pose import rotation_matrix
 
         main = meshes["head" if face.head is not None else "surface"]

@@ -14,7 +14,7 @@ const FORMATS = {
   ply: { title: 'PLY', note: 'mesh with vertex colours (MeshLab, Blender)' },
   json: { title: 'JSON', note: 'face box, landmarks, pose (and the head\'s coefficients)' },
 };
-// Expression sliders: each moves these blendshapes (ARKit names; ICT's "_L"/"_R" read as "Left"/"Right")
+// Expression sliders: each moves these blendshapes (ARKit's names, as facevox's GLB has them)
 const EXPRESSIONS = [
   { key: 'smile', title: 'Smile', names: ['mouthSmileLeft', 'mouthSmileRight'] },
   { key: 'jaw', title: 'Jaw open', names: ['jawOpen'] },
@@ -532,14 +532,10 @@ class Viewer {
     this.render();
   }
 
-  // The morph target numbers of these blendshape names (ICT's "_L"/"_R" suffixes read as ARKit's "Left"/"Right").
+  // The morph target numbers of those of these blendshape names the mesh has.
   targets(names) {
     const dictionary = (this.surface && this.surface.morphTargetDictionary) || {};
-    const found = [];
-    for (const [name, index] of Object.entries(dictionary)) {
-      if (names.includes(name.replace(/_L$/, 'Left').replace(/_R$/, 'Right'))) found.push(index);
-    }
-    return found;
+    return names.filter((name) => name in dictionary).map((name) => dictionary[name]);
   }
 
   weight(targets) {
