@@ -221,12 +221,12 @@ def similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> t
 
 # Fit weights. Residuals are in model millimetres (pixels / scale); each term is (residual / sigma)².
 LANDMARK_SIGMA_MM = 2.0
-LANDMARK_DEPTH_SHARE = 0.5  # landmark depth counts this much of x and y
-JAW_WEIGHT = 0.3
+LANDMARK_DEPTH_SHARE = 0.2  # landmark depth counts this much of x and y (the surface gives depth)
+JAW_WEIGHT = 0.1
 SURFACE_SIGMA_MM = 1.5
 SURFACE_EFFECTIVE = 200.0  # the dense samples count as this many independent ones (they are correlated)
-EXPRESSION_L2 = 1.0
-EXPRESSION_L1 = 2.0
+EXPRESSION_L2 = 4.0
+EXPRESSION_L1 = 8.0
 FACING = 0.2  # a sample is used where its normal's component towards the camera exceeds this
 
 
