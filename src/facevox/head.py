@@ -370,7 +370,18 @@ def uv_raster(model: HeadModel, size: int = TEXTURE_SIZE) -> tuple[np.ndarray, n
         fixed = np.round(corners * 16).astype(np.int32)  # 4 bits of sub-texel precision
         for number, triangle in enumerate(fixed, start=1):
             cv2.fillConvexPoly(ids, triangle, number, lineType=cv2.LINE_8, shift=4)
-        triangles = ids.ravel().astype(np.int64) - 1
+        # Texels a triangle overlaps without holding their centre (slivers, island borders) take it
+        # where no triangle holds them, so every point of every UV triangle lands on its own texels.
+        low = np.clip(np.round(corners.min(1)), 0, size - 1).astype(np.int64)
+        extent = np.clip(np.round(corners.max(1)), 0, size - 1).astype(np.int64) - low + 1
+        counts = extent[:, 0] * extent[:, 1]
+        owner = np.repeat(np.arange(len(corners)), counts)
+        local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        touched = (low[owner, 1] + local // extent[owner, 0]) * size + low[owner, 0] + local % extent[owner, 0]
+        flat = ids.ravel()
+        empty = flat[touched] == 0
+        flat[touched[empty]] = owner[empty] + 1
+        triangles = flat.astype(np.int64) - 1
         texel = np.flatnonzero(triangles >= 0)
         a, b, c = (corners[triangles[texel], i] for i in range(3))
         p = np.stack([texel % size, texel // size], 1).astype(np.float64)
