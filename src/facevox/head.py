@@ -278,15 +278,12 @@ def _solve_box(hessian: np.ndarray, gradient: np.ndarray, lower: np.ndarray, upp
     return x
 
 
-def fit_surface(model: HeadModel, landmarks: np.ndarray, depth: np.ndarray, iterations: int = 6, identity_modes: int | None = None) -> Fit:
+def fit_surface(model: HeadModel, landmarks: np.ndarray, depth: np.ndarray, iterations: int = 6) -> Fit:
     """Fit identity, expression and a similarity pose to 68 landmarks (68, 3) and a depth map (h, w)
     (+inf off the face), both in one frame: x right, y down (pixels of the depth map), z away from
     the camera in the same unit."""
-    k = identity_modes or len(model.identity)
-    e = len(model.expression)
+    k, e = len(model.identity), len(model.expression)
     mean, basis, normals0 = model.fit_data
-    if k < len(model.identity):
-        basis = np.concatenate([basis[:, :, :k], basis[:, :, len(model.identity):]], axis=2)
     n_lm = len(model.landmarks68)
     sampler = _depth_sampler(depth)
 
