@@ -17,7 +17,7 @@ FaceKit (USC ICT, MIT licence, `models/ICT-FaceKit-LICENSE.txt`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +82,24 @@ class HeadModel:
 
     def shape(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
         """(n, 3) vertices in model millimetres for the given coefficients."""
-        source = self.neutral + np.tensordot(identity, self.identity[: len(identity)], axes=1)
-        source += np.tensordot(expression, self.expression, axes=1)
-        return source[self.vertex_source]
+        weights = np.zeros(len(self.basis), np.float32)
+        weights[: len(identity)] = identity
+        weights[len(self.identity):] = expression
+        source = self.neutral.ravel() + weights @ self.basis.reshape(len(self.basis), -1)
+        return source.reshape(-1, 3)[self.vertex_source]
+
+    @cached_property
+    def basis(self) -> np.ndarray:
+        """(k + 53, s, 3) float32: identity modes then expressions."""
+        return np.concatenate([self.identity, self.expression])
+
+    @cached_property
+    def fit_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The landmark vertices then the dense samples: mean (p, 3), basis (p, 3, k + 53) float64,
+        and the samples' outward normals on the mean head (model frame)."""
+        source = self.vertex_source[np.r_[self.landmarks68, self.fit_samples]]
+        normals = _vertex_normals(self.neutral[self.vertex_source].astype(np.float64), self.triangles)[self.fit_samples]
+        return self.neutral[source].astype(np.float64), self.basis[:, source].transpose(1, 2, 0).astype(np.float64), normals
 
 
 @lru_cache(maxsize=2)
@@ -141,7 +156,7 @@ def fit_head(face, photo_rgb: np.ndarray, model: HeadModel | None = None, textur
     )
 
 
-def _surface_weight(depth: np.ndarray, crop_matrix: np.ndarray, margin: int = 3):
+def _surface_weight(depth: np.ndarray, crop_matrix: np.ndarray, margin: int = 5):
     """(x, y) photo pixels → weight in [0, 1]: 1 well inside the network's surface, 0 outside it."""
     import cv2
 
@@ -178,13 +193,17 @@ def crop_frame_inputs(face, crop_matrix: np.ndarray) -> tuple[np.ndarray, np.nda
         points = np.asarray(points, dtype=np.float64)
         return np.c_[points[:, :2] @ crop_matrix[:2, :2].T + crop_matrix[:2, 2], points[:, 2] * zoom]
 
-    surface = to_crop(face.mesh.vertices)
-    columns, rows = np.round(surface[:, 0]).astype(np.int64), np.round(surface[:, 1]).astype(np.int64)
+    return to_crop(face.landmarks_3d), depth_grid(to_crop(face.mesh.vertices))
+
+
+def depth_grid(points: np.ndarray) -> np.ndarray:
+    """A height-field surface's vertices (x, y on whole pixels, z) → its depth map (+inf elsewhere)."""
+    columns, rows = np.round(points[:, 0]).astype(np.int64), np.round(points[:, 1]).astype(np.int64)
     inside = (columns >= 0) & (rows >= 0)
     size = int(max(columns.max(initial=0), rows.max(initial=0))) + 1
     depth = np.full((size, size), np.inf)
-    depth[rows[inside], columns[inside]] = surface[inside, 2]
-    return to_crop(face.landmarks_3d), depth
+    depth[rows[inside], columns[inside]] = points[inside, 2]
+    return depth
 
 
 def similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -202,12 +221,12 @@ def similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> t
 
 # Fit weights. Residuals are in model millimetres (pixels / scale); each term is (residual / sigma)².
 LANDMARK_SIGMA_MM = 2.0
-LANDMARK_DEPTH_SHARE = 0.5  # landmark depth counts this much of x and y
-JAW_WEIGHT = 0.3
+LANDMARK_DEPTH_SHARE = 0.2  # landmark depth counts this much of x and y (the surface gives depth)
+JAW_WEIGHT = 0.1
 SURFACE_SIGMA_MM = 1.5
 SURFACE_EFFECTIVE = 200.0  # the dense samples count as this many independent ones (they are correlated)
-EXPRESSION_L2 = 1.0
-EXPRESSION_L1 = 2.0
+EXPRESSION_L2 = 4.0
+EXPRESSION_L1 = 8.0
 FACING = 0.2  # a sample is used where its normal's component towards the camera exceeds this
 
 
@@ -259,18 +278,13 @@ def _solve_box(hessian: np.ndarray, gradient: np.ndarray, lower: np.ndarray, upp
     return x
 
 
-def fit_surface(model: HeadModel, landmarks: np.ndarray, depth: np.ndarray, iterations: int = 6, identity_modes: int | None = None) -> Fit:
+def fit_surface(model: HeadModel, landmarks: np.ndarray, depth: np.ndarray, iterations: int = 6) -> Fit:
     """Fit identity, expression and a similarity pose to 68 landmarks (68, 3) and a depth map (h, w)
     (+inf off the face), both in one frame: x right, y down (pixels of the depth map), z away from
     the camera in the same unit."""
-    k = identity_modes or len(model.identity)
-    e = len(model.expression)
-    ids = np.r_[model.landmarks68, model.fit_samples]
-    source = model.vertex_source[ids]
-    mean = model.neutral[source].astype(np.float64)
-    basis = np.concatenate([model.identity[:k, source], model.expression[:, source]]).transpose(1, 2, 0).astype(np.float64)  # (p, 3, k + e)
+    k, e = len(model.identity), len(model.expression)
+    mean, basis, normals0 = model.fit_data
     n_lm = len(model.landmarks68)
-    normals0 = _vertex_normals(model.neutral[model.vertex_source].astype(np.float64), model.triangles)[model.fit_samples]
     sampler = _depth_sampler(depth)
 
     lm_weight = np.ones(n_lm)
@@ -300,10 +314,11 @@ def fit_surface(model: HeadModel, landmarks: np.ndarray, depth: np.ndarray, iter
         targets = np.c_[samples[used, 0], samples[used, 1], z[used]]
 
         # Coefficients, pose fixed: residuals in millimetres (pixels / scale), linear in the coefficients.
-        turned = np.einsum("ij,pjc->pic", rotation, basis)  # (p, 3, c)
-        lm_rows = (turned[:n_lm] * (lm_weight[:, None] ** 0.5 * axis_weight / LANDMARK_SIGMA_MM)[:, :, None]).reshape(-1, k + e)
+        lm_rows = ((rotation @ basis[:n_lm]) * (lm_weight[:, None] ** 0.5 * axis_weight / LANDMARK_SIGMA_MM)[:, :, None]).reshape(-1, k + e)
         lm_rhs = (((landmarks - translation) / scale - mean[:n_lm] @ rotation.T) * (lm_weight[:, None] ** 0.5 * axis_weight / LANDMARK_SIGMA_MM)).ravel()
-        dense_rows = np.einsum("pi,pic->pc", normal[used], turned[n_lm:][used]) * dense_weight
+        # n · R B c = (Rᵀ n) · B c: the normals turned into the model frame, not the basis out of it.
+        dense_rows = (normal[used] @ rotation)[:, None, :] @ basis[n_lm + used]
+        dense_rows = dense_rows[:, 0] * dense_weight
         dense_rhs = np.einsum("pi,pi->p", normal[used], (targets - translation) / scale - mean[n_lm:][used] @ rotation.T) * dense_weight
         rows = np.concatenate([lm_rows, dense_rows])
         rhs = np.concatenate([lm_rhs, dense_rhs])
@@ -343,46 +358,74 @@ def uv_raster(model: HeadModel, size: int = TEXTURE_SIZE) -> tuple[np.ndarray, n
     gutter). Computed once per model and size."""
     key = (id(model), size)
     if key not in _rasters:
+        import cv2
         from scipy.ndimage import distance_transform_edt
 
         corners = np.stack([model.uvs[:, 0] * size - 0.5, (1 - model.uvs[:, 1]) * size - 0.5], 1)[model.triangles].astype(np.float64)
-        low = np.clip(np.ceil(corners.min(1)), 0, size - 1).astype(np.int64)
-        high = np.clip(np.floor(corners.max(1)), 0, size - 1).astype(np.int64)
-        extent = np.maximum(high - low + 1, 0)
+        # Each triangle filled with its number + 1 (cv2 covers every texel the triangle touches).
+        ids = np.zeros((size, size), np.int32)
+        fixed = np.round(corners * 16).astype(np.int32)  # 4 bits of sub-texel precision
+        for number, triangle in enumerate(fixed, start=1):
+            cv2.fillConvexPoly(ids, triangle, number, lineType=cv2.LINE_8, shift=4)
+        # Texels a triangle overlaps without holding their centre (slivers, island borders) take it
+        # where no triangle holds them, so every point of every UV triangle lands on its own texels.
+        low = np.clip(np.round(corners.min(1)), 0, size - 1).astype(np.int64)
+        extent = np.clip(np.round(corners.max(1)), 0, size - 1).astype(np.int64) - low + 1
         counts = extent[:, 0] * extent[:, 1]
-        triangle = np.repeat(np.arange(len(corners)), counts)
+        owner = np.repeat(np.arange(len(corners)), counts)
         local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        col = low[triangle, 0] + local % extent[triangle, 0]
-        row = low[triangle, 1] + local // extent[triangle, 0]
-        a, b, c = corners[triangle, 0], corners[triangle, 1], corners[triangle, 2]
-        p = np.stack([col, row], 1).astype(np.float64)
+        touched = (low[owner, 1] + local // extent[owner, 0]) * size + low[owner, 0] + local % extent[owner, 0]
+        flat = ids.ravel()
+        empty = flat[touched] == 0
+        flat[touched[empty]] = owner[empty] + 1
+        triangles = flat.astype(np.int64) - 1
+        texel = np.flatnonzero(triangles >= 0)
+        a, b, c = (corners[triangles[texel], i] for i in range(3))
+        p = np.stack([texel % size, texel // size], 1).astype(np.float64)
         v0, v1, v2 = b - a, c - a, p - a
         denominator = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-        denominator = np.where(np.abs(denominator) < 1e-12, np.nan, denominator)
+        denominator = np.where(np.abs(denominator) < 1e-12, 1e-12, denominator)
         wb = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / denominator
         wc = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / denominator
-        wa = 1 - wb - wc
-        inside = (wa >= -1e-6) & (wb >= -1e-6) & (wc >= -1e-6)
-        texel = row[inside] * size + col[inside]
-        triangles = np.full(size * size, -1, np.int64)
+        # Texels along an edge whose centres lie just outside take the triangle's nearest point.
+        wb, wc = np.clip(wb, 0, 1), np.clip(wc, 0, 1)
+        total = np.maximum(wb + wc, 1.0)
+        wb, wc = wb / total, wc / total
         weights = np.zeros((size * size, 3), np.float32)
-        triangles[texel] = triangle[inside]
-        weights[texel] = np.stack([wa, wb, wc], 1)[inside]
+        weights[texel] = np.stack([1 - wb - wc, wb, wc], 1)
         covered = (triangles >= 0).reshape(size, size)
         nearest = distance_transform_edt(~covered, return_distances=False, return_indices=True)
         _rasters[key] = (triangles, weights, (nearest[0] * size + nearest[1]).ravel())
     return _rasters[key]
 
 
+def _texel_matrices(model: HeadModel, size: int):
+    """The covered texels and two sparse (texels × vertices) matrices of barycentric weights: a
+    texel's point from the vertices, and its mirror twin's point (the same weights on the twins)."""
+    key = ("matrices", id(model), size)
+    if key not in _rasters:
+        from scipy.sparse import csr_matrix
+
+        triangles, weights, _ = uv_raster(model, size)
+        texels = np.flatnonzero(triangles >= 0)
+        corners = model.triangles[triangles[texels]]
+        rows = np.repeat(np.arange(len(texels)), 3)
+        shape = (len(texels), len(model.uvs))
+        values = weights[texels].ravel()
+        _rasters[key] = (texels, csr_matrix((values, (rows, corners.ravel())), shape),
+                         csr_matrix((values, (rows, model.mirror[corners].ravel())), shape))
+    return _rasters[key]
+
+
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
-    x0, y0 = np.minimum(x.astype(np.int64), w - 2).clip(0), np.minimum(y.astype(np.int64), h - 2).clip(0)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    image = image.astype(np.float32)
-    return (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x1] * fx * (1 - fy)
-            + image[y1, x0] * (1 - fx) * fy + image[y1, x1] * fx * fy)
+    """(n, c) float32 bilinear samples of an (h, w, c) image at (x, y), clamped to its border."""
+    import cv2
+
+    rows = -(-len(x) // 1024)  # remap wants maps under 32767 a side: fold the points into rows of 1024
+    maps = np.zeros((2, rows * 1024), np.float32)
+    maps[0, : len(x)], maps[1, : len(x)] = x, y
+    mapped = cv2.remap(image, maps[0].reshape(rows, 1024), maps[1].reshape(rows, 1024), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return mapped.reshape(rows * 1024, -1)[: len(x)].astype(np.float32)
 
 
 def make_texture(model: HeadModel, vertices: np.ndarray, photo_rgb: np.ndarray, size: int = TEXTURE_SIZE, scale: float = 1.0, allowed=None) -> np.ndarray:
@@ -393,34 +436,36 @@ def make_texture(model: HeadModel, vertices: np.ndarray, photo_rgb: np.ndarray, 
     import cv2
 
     triangles, weights, nearest = uv_raster(model, size)
-    texels = np.flatnonzero(triangles >= 0)
+    texels, own_matrix, twin_matrix = _texel_matrices(model, size)
     corner_ids = model.triangles[triangles[texels]]  # (N, 3)
-    bary = weights[texels]
     vertices = np.asarray(vertices, dtype=np.float64)
-    normals = _vertex_normals(vertices, model.triangles)
+    normals = _vertex_normals(vertices, model.triangles).astype(np.float32)
+    vertices = vertices.astype(np.float32)  # per texel, float32 is ample and twice as fast
 
-    def interpolate(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        return np.einsum("nk,nkc->nc", bary, values[ids])
-
-    points = interpolate(vertices, corner_ids)
-    twins = interpolate(vertices, model.mirror[corner_ids])
-    # A z-buffer of the head itself at about a photo pixel a cell (coarser for big heads).
-    low = points[:, :2].min(0)
-    cell = max(1.0, float(np.ptp(points[:, :2], axis=0).max()) / 512)
-    shape = (np.ptp(points[:, :2], axis=0) / cell).astype(np.int64) + 1
+    points, twins = own_matrix @ vertices, twin_matrix @ vertices
+    # A z-buffer of the head itself, splatted from its vertices and triangle centres, in cells about
+    # as wide as the face's triangles in the photo (so that it has no holes on the face).
+    centres = vertices[model.triangles].mean(1)
+    splats = np.concatenate([vertices, centres])
+    edges = np.linalg.norm(vertices[model.triangles[:, 0]] - vertices[model.triangles[:, 1]], axis=1)
+    cell = max(1.0, 1.5 * float(np.median(edges)))
+    low = splats[:, :2].min(0)
+    shape = (np.ptp(splats[:, :2], axis=0) / cell).astype(np.int64) + 1
 
     def cells(p: np.ndarray) -> np.ndarray:
         ij = np.clip(((p[:, :2] - low) / cell).astype(np.int64), 0, shape - 1)
         return ij[:, 1] * shape[0] + ij[:, 0]
 
     zbuffer = np.full(shape[0] * shape[1], np.inf)
-    np.minimum.at(zbuffer, cells(points), points[:, 2])
+    np.minimum.at(zbuffer, cells(splats), splats[:, 2])
     height, width = photo_rgb.shape[:2]
 
     def photo_weight(p: np.ndarray, n: np.ndarray) -> np.ndarray:
         towards = -n[:, 2] / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
         weight = np.clip((towards - FACING_LOW) / (FACING_HIGH - FACING_LOW), 0, 1)
-        weight *= p[:, 2] <= zbuffer[cells(p)] + OCCLUSION_MM * scale
+        # Hidden: behind the nearest surface in its cell by more than the cell's own slope explains.
+        slope = np.minimum(np.linalg.norm(n[:, :2], axis=1) / np.maximum(-n[:, 2], 1e-6), 4.0)
+        weight *= p[:, 2] <= zbuffer[cells(p)] + OCCLUSION_MM * scale + 1.5 * cell * slope
         weight *= (p[:, 0] >= 0) & (p[:, 1] >= 0) & (p[:, 0] <= width - 1) & (p[:, 1] <= height - 1)
         if allowed is not None:
             weight *= allowed(p[:, 0], p[:, 1])
@@ -435,8 +480,8 @@ def make_texture(model: HeadModel, vertices: np.ndarray, photo_rgb: np.ndarray, 
         image = cv2.GaussianBlur(cv2.erode(image, kernel), (0, 0), BLEND_TEXELS / 2)
         return image.ravel()[texels][:, None]
 
-    own_weight = smooth(photo_weight(points, interpolate(normals, corner_ids)))
-    twin_weight = smooth(photo_weight(twins, interpolate(normals, model.mirror[corner_ids])))
+    own_weight = smooth(photo_weight(points, own_matrix @ normals))
+    twin_weight = smooth(photo_weight(twins, twin_matrix @ normals))
     own = _bilinear(photo_rgb, points[:, 0], points[:, 1])
     twin = _bilinear(photo_rgb, twins[:, 0], twins[:, 1])
 
