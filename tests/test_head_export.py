@@ -215,3 +215,16 @@ def test_real_heads_files(astronaut_face, reconstructor, grace_hopper, tmp_path)
     assert len(body.vertices) == len(face.head.vertices)  # the same topology from every photo
     record = json.loads(export(face, "json"))
     assert len(record["head"]["identity"]) == len(face.head.identity) and set(record["head"]["expression"]) == set(names)
+
+
+def test_full_size_repeats_a_reduced_decoding_around_the_face():
+    from facevox.api import full_size
+    from facevox.image import Photo
+
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    assert full_size(Photo(pixels), np.array([10.0, 10.0, 20.0, 20.0])) is pixels
+    full = full_size(Photo(pixels, reduction=4), np.array([80.0, 60.0, 120.0, 100.0]))  # photo pixels
+    assert full.shape == (160, 200, 3)
+    ys, xs = np.mgrid[20:140, 40:160]  # the box and a box's size round it
+    assert np.array_equal(full[ys, xs], pixels[ys // 4, xs // 4])  # photo pixel (x, y) lies in decoded pixel (x // 4, y // 4)
+    assert not full[:, :36].any() and not full[:16].any()  # far from the face: left zero

@@ -134,16 +134,24 @@ class Reconstructor:
         if self.settings.mesh != "surface":
             from facevox.head import fit_head
 
-            face.head = fit_head(face, full_size(photo))
+            face.head = fit_head(face, full_size(photo, face.box))
             clock.lap("head")
         return face
 
 
-def full_size(photo: Photo) -> np.ndarray:
-    """The photo's pixels at the photo's own size (a reduced decoding's pixels repeated), whose pixel
-    (x, y) is photo pixel (x, y), as facevox.head.fit_head samples its texture there."""
+def full_size(photo: Photo, box: np.ndarray) -> np.ndarray:
+    """The photo's pixels at the photo's own size, whose pixel (x, y) is photo pixel (x, y), as
+    facevox.head.fit_head samples its texture there. A reduced decoding's pixels are repeated, only
+    around the face box (a box's size on each side): the rest stays zero, in pages never touched."""
     pixels, r = photo.pixels, photo.reduction
-    return pixels if r == 1 else np.repeat(np.repeat(pixels, r, axis=0), r, axis=1)
+    if r == 1:
+        return pixels
+    full = np.zeros((pixels.shape[0] * r, pixels.shape[1] * r, 3), np.uint8)
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    columns = slice(max(int((2 * x0 - x1) // r), 0), min(int((2 * x1 - x0) // r) + 1, pixels.shape[1]))
+    rows = slice(max(int((2 * y0 - y1) // r), 0), min(int((2 * y1 - y0) // r) + 1, pixels.shape[0]))
+    full[rows.start * r : rows.stop * r, columns.start * r : columns.stop * r] = np.repeat(np.repeat(pixels[rows, columns], r, axis=0), r, axis=1)
+    return full
 
 
 class Clock:
