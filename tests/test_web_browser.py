@@ -266,4 +266,7 @@ def test_3d_and_ar_view_uses_model_viewer(page, tmp_path, astronaut_png):
         page.screenshot(path=os.environ["FACEVOX_AR_SCREENSHOT"])
     page.click("#ar-close")
     assert page.is_hidden("#ar-dialog")
+    page.click("#reset-view")  # the page's own 3D view still draws the head
+    page.wait_for_timeout(300)
+    assert (canvas_pixels(page)[..., 3] > 0).mean() > 0.05
     assert not page.errors, page.errors
