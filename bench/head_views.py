@@ -46,7 +46,7 @@ def texture_colours(fitted: head.Head) -> np.ndarray:
     return fitted.texture[row, col]
 
 
-def views(fitted: head.Head, size: int = 320) -> np.ndarray:
+def views(fitted: head.Head, size: int = 256) -> np.ndarray:
     """Two rows (textured, plain) of the head turned by each of VIEWS about its centre."""
     vertices = fitted.vertices.astype(np.float64)
     centre = (vertices.min(0) + vertices.max(0)) / 2

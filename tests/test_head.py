@@ -120,3 +120,15 @@ def test_uv_raster_covers_every_triangle():
     row = np.clip(((1 - uv[:, 1]) * size).astype(int), 0, size - 1)
     assert (triangles[row * size + col] >= 0).all()
     assert np.allclose(weights[triangles >= 0].sum(1), 1, atol=1e-5)
+
+
+def test_blendshapes_move_with_the_head(astronaut_heads):
+    """jawOpen lowers the chin (y down in the photo) on both heads, by the model's offset times the scale."""
+    model = head.load_model()
+    jaw = model.expression_names.index("jawOpen")
+    chin = model.landmarks68[8]
+    model_drop = -model.expression[jaw, model.vertex_source[chin], 1]  # model frame: y up
+    for _, fitted in astronaut_heads:
+        offset = fitted.blendshapes[jaw, chin]
+        assert offset[1] > 0.8 * fitted.scale * model_drop
+        assert np.allclose(fitted.neutral_vertices + np.tensordot(fitted.expression, fitted.blendshapes, 1), fitted.vertices, atol=1e-3)
