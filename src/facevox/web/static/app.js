@@ -493,8 +493,9 @@ class Viewer {
 
     geometry.computeBoundingBox();
     geometry.computeBoundingSphere();
-    const centre = geometry.boundingBox.getCenter(new THREE.Vector3());
-    const radius = geometry.boundingSphere.radius;
+    const framed = this.fitted ? headBox(geometry) : geometry.boundingBox;
+    const centre = framed.getCenter(new THREE.Vector3());
+    const radius = this.fitted ? framed.getSize(new THREE.Vector3()).length() / 2 : geometry.boundingSphere.radius;
     // start where the face looks: the head pose turns the frontal direction (0, 0, 1)
     const forward = new THREE.Vector3(0, 0, 1);
     if (rotation) {
@@ -569,6 +570,20 @@ class Viewer {
     this.rendered += 1;
     this.container.dataset.rendered = String(this.rendered);
   }
+}
+
+// The head's box without the lowest 30 % of its height (the neck and the top of the shoulders): the view frames the head.
+function headBox(geometry) {
+  const { min, max } = geometry.boundingBox;
+  const floor = min.y + 0.3 * (max.y - min.y);
+  const box = new THREE.Box3();
+  const point = new THREE.Vector3();
+  const position = geometry.attributes.position;
+  for (let i = 0; i < position.count; i += 1) {
+    point.fromBufferAttribute(position, i);
+    if (point.y >= floor) box.expandByPoint(point);
+  }
+  return box;
 }
 
 // The GLB's vertex colours are the photo's sRGB bytes; three.js treats COLOR_0 as linear, so convert once.
