@@ -16,7 +16,7 @@ from matplotlib.cbook import get_sample_data
 from skimage.data import astronaut
 
 import facevox
-from facevox.preview import render, save_png
+from facevox.preview import renders, save_png
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -35,8 +35,9 @@ def photo_panel(image: np.ndarray, face: facevox.Face, size: int) -> np.ndarray:
 
 
 def sheet(image: np.ndarray, face: facevox.Face, size: int = 320) -> np.ndarray:
-    top = [photo_panel(image, face, size)] + [render(face.mesh, size, yaw) for yaw in (0, 40, 75)]
-    bottom = [np.full((size, size, 3), 244, np.uint8)] + [render(face.mesh, size, yaw, colour=False) for yaw in (0, 40, 75)]
+    coloured, grey = zip(*(renders(face.mesh, size, yaw) for yaw in (0, 40, 75)))
+    top = [photo_panel(image, face, size), *coloured]
+    bottom = [np.full((size, size, 3), 244, np.uint8), *grey]
     return np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
 
 

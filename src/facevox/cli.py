@@ -16,6 +16,7 @@ import typer
 
 from facevox.errors import FacevoxError, NoFaceError
 from facevox.export import FORMATS
+from facevox.files import collect_inputs, write_face_files
 from facevox.torch_volume import PRECISIONS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="One photo of a face in, a 3D model of that face out.")
@@ -24,24 +25,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="One photo of
 @app.callback()
 def _group():
     """One photo of a face in, a 3D model of that face out. `facevox PHOTO...` is short for `facevox reconstruct PHOTO...`."""
-
-
-def collect_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
-    """Image files named or found (recursively) in folders, in order; and one message per unusable input."""
-    from facevox.image import is_image_path
-
-    files, problems = [], []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_path(p) and not p.name.startswith("."))
-            if not found:
-                problems.append(f"{item}: no images found in this folder")
-            files.extend(found)
-        elif item.exists():
-            files.append(item)
-        else:
-            problems.append(f"{item}: no such file")
-    return files, problems
 
 
 def parse_formats(text: str) -> list[str]:
@@ -63,11 +46,6 @@ MESH_HELP = ("head: the ICT head fitted to the face (closed, the same vertices e
              "blendshapes in GLB); surface: the volumetric surface of the visible face (finer detail, front only); "
              "both: NAME.* the head, NAME.surface.* the surface.")
 MIRROR_HELP = "Average each face's volume and landmarks with those of its mirrored crop (default): smaller errors; --no-mirror is about a fifth faster on a CPU."
-
-
-def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
-    folder = out_dir if out_dir is not None else photo.parent
-    return folder / (photo.stem if index == 0 else f"{photo.stem}_face{index + 1}")
 
 
 @app.command("reconstruct")
@@ -149,37 +127,6 @@ def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list
     """Reconstruct one photo and write its files (each atomically); returns the paths written."""
     faces = reconstructor.reconstruct(photo, all_faces=all_faces)
     return write_face_files(reconstructor, faces, photo, out, formats, preview, size_mm, mesh=mesh)
-
-
-def write_face_files(reconstructor, faces, photo: Path, out: Path | None, formats: list[str], preview: bool,
-                     size_mm: float | None, write=None, mesh: str = "head") -> list[Path]:
-    """Write each face's files, named by output_stem, with write(path, bytes) (default: atomic local writes).
-    mesh "head" or "surface": that mesh's files as NAME.FMT; "both": the head's as NAME.FMT and the
-    surface's as NAME.surface.FMT. The JSON (one per face) is NAME.json; an OBJ head brings NAME.mtl
-    and its texture NAME.png."""
-    from facevox.export import export_files, write_atomic
-    from facevox.export.head import head_mesh
-
-    write = write or write_atomic
-    written = []
-    model_name = reconstructor.model.info.get("name")
-    meshes = {"head": [("head", "")], "surface": [("surface", "")], "both": [("head", ""), ("surface", ".surface")]}[mesh]
-    for index, face in enumerate(faces):
-        stem = output_stem(photo, out, index)
-        for which, suffix in meshes:
-            for fmt in formats:
-                if fmt == "json" and suffix:
-                    continue
-                for name, data in export_files(face, fmt, stem.name + suffix, size_mm=size_mm, model=model_name, mesh=which).items():
-                    write(stem.with_name(name), data)
-                    written.append(stem.with_name(name))
-            if preview:
-                from facevox.preview import contact_sheet, save_png
-
-                path = stem.with_name(f"{stem.name}{suffix}.preview.png")
-                write(path, save_png(contact_sheet(head_mesh(face.head) if which == "head" else face.mesh)))
-                written.append(path)
-    return written
 
 
 @app.command("serve")

@@ -13,12 +13,15 @@ import atexit
 import contextlib
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from facevox.errors import FacevoxError
 from facevox.image import reduction_for
+from facevox.volume import MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,58 @@ class HaarDetector:
                 x0 = width - (x + w) if flipped else x
                 score = float(1 / (1 + np.exp(-(weight - 2.0))))  # cascade level weight → (0, 1)
                 found.append(Detection(self.convention.to_face_box(x0, y, x0 + w, y + h), score, f"{self.name}-{kind}"))
+        return found
+
+
+class OnnxFaceDetector:
+    """facevox's own detector (`training/train_detector.py`), run by onnxruntime: the photo scaled to
+    about `pixels` pixels (at most twice its size), one pass of a small fully convolutional network,
+    face centres as peaks of its centre map. Its boxes are face boxes already (the box of the 68
+    landmarks), so its convention is the identity."""
+
+    name = "facevox"
+    convention = BoxConvention()
+
+    def __init__(self, path=None, min_score: float | None = None, pixels: int = 640 * 640, threads: int | None = None):
+        import json
+
+        import onnxruntime
+
+        self.path = Path(path) if path else MODELS_DIR / "face-detector.onnx"
+        if not self.path.exists():
+            raise FileNotFoundError(f"face detector model {self.path} not found")
+        self.info = json.loads(self.path.with_suffix(".json").read_text())
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.min_score = float(self.info.get("min_score", 0.5) if min_score is None else min_score)
+        self.pixels, self.stride, self.multiple = pixels, int(self.info["stride"]), int(self.info["multiple"])
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        height, width = image.shape[:2]
+        scale = min(2.0, float(np.sqrt(self.pixels / (height * width))))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0)) if size != (width, height) else image
+        padded = np.zeros((-(-size[1] // self.multiple) * self.multiple, -(-size[0] // self.multiple) * self.multiple, 3), np.float32)
+        padded[:size[1], :size[0]] = small / np.float32(255)
+        maps = self.session.run(None, {"image": padded.transpose(2, 0, 1)[None]})[0][0]
+        return [Detection(box, score, self.name) for box, score in self.decode(maps, (size[0] / width, size[1] / height))]
+
+    def decode(self, maps: np.ndarray, scale: tuple[float, float]) -> list[tuple[np.ndarray, float]]:
+        """Peaks of the centre map above min_score → boxes in photo pixels (pixel centres at integers)."""
+        from scipy.ndimage import maximum_filter
+
+        heat = 1 / (1 + np.exp(-maps[0]))
+        rows, cols = np.nonzero((heat >= self.min_score) & (heat == maximum_filter(heat, size=3, mode="constant")))
+        found = []
+        for r, c in zip(rows, cols):
+            _, log_w, log_h, dx, dy = maps[:, r, c]
+            cx, cy = (c + dx) * self.stride, (r + dy) * self.stride
+            w, h = np.exp(log_w) * self.stride, np.exp(log_h) * self.stride
+            box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            box = (box + 0.5) / np.array([scale[0], scale[1], scale[0], scale[1]]) - 0.5
+            found.append((box, float(heat[r, c])))
         return found
 
 

@@ -28,7 +28,7 @@ class Options:
     max_triangles: int = 0
     model: str | None = None
     mirror: bool = True  # volume and landmarks averaged with the mirrored crop's (facevox.api.Settings)
-    mesh: str = "head"  # "head", "surface" or "both" (facevox.api.Settings; files named by facevox.cli.write_face_files)
+    mesh: str = "head"  # "head", "surface" or "both" (facevox.api.Settings; files named by facevox.files.write_face_files)
 
     @property
     def solid(self) -> bool:
@@ -39,7 +39,7 @@ class Options:
 def find_inputs(inputs: list[str]) -> tuple[list[str], list[str], str]:
     """Photos named, matched by globs (`**` too) or found in folders → their absolute paths (each once,
     in order), one message per unusable input, and the inputs' common folder."""
-    from facevox.cli import collect_inputs
+    from facevox.files import collect_inputs
     from facevox.image import is_image_path
 
     items, problems = [], []
@@ -72,7 +72,7 @@ def make_reconstructor(options: Options, threads: int | None = None, device: str
 
 
 def output_name(options: Options, key: str) -> Path:
-    """The input's path below the root: its files are written there (by facevox.cli.output_stem)."""
+    """The input's path below the root: its files are written there (by facevox.files.output_stem)."""
     return Path(os.path.relpath(key, options.root))
 
 
@@ -90,7 +90,7 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
     A shared network process gone (NetworkServerError) is no fault of the photo: that is raised."""
     from facevox.batch.index import new_record
     from facevox.batch.store import write_bytes
-    from facevox.cli import write_face_files
+    from facevox.files import write_face_files
 
     start, start_cpu = time.perf_counter(), time.process_time()
     record = new_record(key) | {"worker": f"{socket.gethostname()}:{os.getpid()}"}

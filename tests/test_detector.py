@@ -1,0 +1,116 @@
+"""facevox's face detector: scene composition, targets, a few training steps on CPU, ONNX export and
+the runtime decoder against the training-side decoder, and the shipped model on a package photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="detector training tests need the [train] extra (torch)")
+
+from facevox.faces import OnnxFaceDetector, box_iou, merge  # noqa: E402
+from training.detector_net import DetectorNet, decode  # noqa: E402
+from training.scenes import Picture, SceneMaker, face_boxes, rotate  # noqa: E402
+from training.train_detector import export, losses, targets  # noqa: E402
+
+
+def square_face(centre, size) -> np.ndarray:
+    """68 stand-in landmarks spread over a square of `size` pixels around `centre`."""
+    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    return np.stack([centre[0] + size / 2 * np.cos(t), centre[1] + size / 2 * np.sin(t)], -1)
+
+
+def tiny_pictures(count: int, seed: int = 0) -> list[Picture]:
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for _ in range(count):
+        image = rng.integers(0, 255, (3, 96, 120), dtype=np.uint8)
+        image[:, 30:70, 40:80] = 220  # a bright blob where the "face" is
+        pictures.append(Picture(torch.as_tensor(image), square_face((59.5, 49.5), 40)[None]))
+    return pictures
+
+
+def test_scene_landmarks_follow_the_pasted_pixels():
+    """A face's landmark box in a composed scene covers the bright blob that was pasted with it."""
+    maker = SceneMaker(tiny_pictures(4), [torch.zeros(3, 64, 64, dtype=torch.uint8)], size=128)
+    images, faces = maker.make(12, tiny_pictures(2, 1), np.random.default_rng(0))
+    assert images.shape == (12, 3, 128, 128) and len(faces) == 12
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+    assert sum(len(f) for f in faces) > 0
+    bright = []
+    for image, points in zip(images, faces):
+        for box in face_boxes(points) if len(points) else []:
+            cx, cy = np.clip(np.round((box[:2] + box[2:]) / 2).astype(int), 1, 126)
+            bright.append(float(image[:, cy - 1:cy + 2, cx - 1:cx + 2].mean()) > 0.3)  # unless an occluder covers it
+    assert np.mean(bright) > 0.8
+
+
+def test_rotation_moves_landmarks_with_the_picture():
+    image = torch.zeros(3, 64, 64)
+    image[:, 10:14, 40:44] = 1.0  # a dot at about (41.5, 11.5)
+    points = square_face((41.5, 11.5), 6)[None]
+    turned, moved = rotate(image, points, 30.0)
+    centre = moved[0].mean(0)
+    ys, xs = np.nonzero(turned[0].numpy() > 0.5)
+    assert np.hypot(xs.mean() - centre[0], ys.mean() - centre[1]) < 1.0
+
+
+def test_targets_and_decoding_round_trip():
+    faces = [square_face((100.3, 60.7), 40)[None], np.zeros((0, 68, 2)), np.concatenate([square_face((30, 30), 12)[None], square_face((90, 100), 70)[None]])]
+    heat, centres = targets(faces, 128, "cpu")
+    assert heat.shape == (3, 32, 32)
+    assert [int((h >= 1 - 1e-4).sum()) for h in heat] == [1, 0, 2]
+    maps = torch.full((3, 5, 32, 32), -20.0)
+    maps[centres["scene"], 0, centres["y"], centres["x"]] = 20.0
+    maps[centres["scene"], 1:3, centres["y"], centres["x"]] = centres["log_size"]
+    maps[centres["scene"], 3:5, centres["y"], centres["x"]] = centres["offset"]
+    for found, truth in zip(decode(maps, 0.5), faces):
+        assert len(found) == len(truth)
+        for box in face_boxes(truth) if len(truth) else []:
+            assert max(box_iou(box, f[:4].numpy()) for f in found) > 0.98
+
+
+def test_training_steps_export_and_the_runtime_decoder(tmp_path):
+    """A few steps on CPU lower the loss on a fixed batch; the exported ONNX model, run by the runtime's
+    detector, finds what the torch network and decoder find."""
+    torch.manual_seed(0)
+    maker = SceneMaker(tiny_pictures(6), [torch.zeros(3, 64, 64, dtype=torch.uint8)], size=128)
+    images, faces = maker.make(8, tiny_pictures(3, 2), np.random.default_rng(1))
+    heat, centres = targets(faces, 128, "cpu")
+    net = DetectorNet()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(15):
+        parts = losses(net(images), heat, centres)
+        loss = parts["centre"] + parts["size"] + parts["offset"]
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert np.isfinite(float(loss)) and float(loss) < first
+
+    net.eval()
+    checkpoint = tmp_path / "ckpt.pt"
+    torch.save({"model": net.state_dict(), "optimizer": {}, "step": 15, "config": "det-s"}, checkpoint)
+    export(checkpoint, tmp_path / "face-detector.onnx", {})
+    detector = OnnxFaceDetector(tmp_path / "face-detector.onnx", min_score=0.05, pixels=128 * 128)
+    photo = (images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    with torch.no_grad():
+        expected = decode(net(torch.as_tensor(photo).permute(2, 0, 1)[None].float() / 255), 0.05, top=10**6)[0].numpy()
+    found = detector.detect(photo)
+    assert len(found) == len(expected)
+    for detection in found:
+        best = np.abs(expected[:, :4] - detection.box).max(1).argmin()
+        assert np.abs(expected[best, :4] - detection.box).max() < 0.6  # half-pixel conventions apart
+        assert abs(expected[best, 4] - detection.score) < 1e-3
+
+
+def test_shipped_detector_finds_the_astronaut(astronaut):
+    """One face on the astronaut photo, where the volume network puts the face's 68 landmarks."""
+    import facevox
+
+    found = merge(OnnxFaceDetector().detect(astronaut))
+    assert len(found) == 1
+    faces = facevox.Reconstructor(detectors=[OnnxFaceDetector()])(astronaut)
+    marks = faces[0].landmarks_2d
+    assert box_iou(found[0].box, np.r_[marks.min(0), marks.max(0)]) > 0.6
