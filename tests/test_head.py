@@ -131,4 +131,18 @@ def test_blendshapes_move_with_the_head(astronaut_heads):
     for _, fitted in astronaut_heads:
         offset = fitted.blendshapes[jaw, chin]
         assert offset[1] > 0.8 * fitted.scale * model_drop
-        assert np.allclose(fitted.neutral_vertices + np.tensordot(fitted.expression, fitted.blendshapes, 1), fitted.vertices, atol=1e-3)
+        # A turned, scaled copy of the model's offsets: every vertex's offset length is scale times the model's.
+        lengths = np.linalg.norm(fitted.blendshapes[jaw], axis=1)
+        model_lengths = np.linalg.norm(model.expression[jaw, model.vertex_source], axis=1)
+        assert np.allclose(lengths, fitted.scale * model_lengths, rtol=1e-3, atol=1e-4)
+
+
+def test_landmarks_alone_still_give_a_head():
+    """No surface at all (an empty depth map): the fit rests on the 68 landmarks and the priors."""
+    model = head.load_model()
+    _, vertices, landmarks, _ = synthetic_face(model, 6, 15.0)
+    fit = head.fit_surface(model, landmarks, head.depth_grid(np.zeros((0, 3))))
+    fitted = fit.place(model.shape(fit.identity, fit.expression).astype(np.float64))
+    interocular = np.linalg.norm(landmarks[36] - landmarks[45])
+    assert np.isfinite(fitted).all()
+    assert np.linalg.norm(fitted[model.landmarks68] - landmarks, axis=1)[17:].mean() < 0.1 * interocular

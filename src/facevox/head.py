@@ -200,7 +200,7 @@ def depth_grid(points: np.ndarray) -> np.ndarray:
     """A height-field surface's vertices (x, y on whole pixels, z) → its depth map (+inf elsewhere)."""
     columns, rows = np.round(points[:, 0]).astype(np.int64), np.round(points[:, 1]).astype(np.int64)
     inside = (columns >= 0) & (rows >= 0)
-    size = int(max(columns.max(initial=0), rows.max(initial=0))) + 1
+    size = int(max(columns.max(initial=0), rows.max(initial=0), 1)) + 1  # 2 at least: depth gradients need it
     depth = np.full((size, size), np.inf)
     depth[rows[inside], columns[inside]] = points[inside, 2]
     return depth
