@@ -253,19 +253,24 @@ def test_default_device_workers_fit_in_memory():
 
 @pytest.mark.needs_detector
 def test_output_url_and_cli(photos, tmp_path):
-    """OUT as a file:// URL, through the CLI; a missing input is reported (exit 1), the rest processed."""
+    """OUT as a file:// URL, through the CLI, head and surface (--mesh both); a missing input is reported
+    (exit 1), the rest processed."""
     from typer.testing import CliRunner
 
     from facevox.cli import app
 
     out = tmp_path / "out"
     inputs = [str(photos / "good" / "hopper_0001.jpg"), str(photos / "bad" / "*.jpg"), str(tmp_path / "missing.jpg")]
-    result = CliRunner().invoke(app, ["batch", *inputs, "-o", out.as_uri(), "--format", "ply,json", "--workers", "1"])
+    result = CliRunner().invoke(app, ["batch", *inputs, "-o", out.as_uri(), "--format", "ply,json", "--workers", "1", "--mesh", "both"])
     assert result.exit_code == 1, result.output
     assert "done 1, no face 1, failed 3 (already in the index: 0)" in result.output
     index = rows(out.as_uri())
-    assert len(index) == 5 and index[str(photos / "good/hopper_0001.jpg")]["outputs"] == ["good/hopper_0001.ply", "good/hopper_0001.json"]
+    row = index[str(photos / "good/hopper_0001.jpg")]
+    assert len(index) == 5 and row["outputs"] == ["good/hopper_0001.ply", "good/hopper_0001.json", "good/hopper_0001.surface.ply"]
+    assert row["time_head"] > 0
     assert (out / "good" / "hopper_0001.ply").read_bytes().startswith(b"ply")
+    assert "head" in json.loads((out / "good" / "hopper_0001.json").read_text())
+    assert not Options(out="x", root="x", formats=("stl",)).solid and Options(out="x", root="x", formats=("stl",), mesh="both").solid
 
 
 def test_fsspec_store_round_trip():

@@ -1,5 +1,6 @@
 """The `facevox` command, run as users run it: exit codes, one-line messages, files written whole."""
 
+import json
 import subprocess
 import sys
 
@@ -108,3 +109,25 @@ def test_no_mirror_reaches_the_network(tmp_path, astronaut_jpeg):
         assert result.returncode == 0, result.stderr
         meshes[flag] = trimesh.load(tmp_path / flag / "me.glb", force="mesh")
     assert not np.array_equal(meshes["--mirror"].vertices[:100], meshes["--no-mirror"].vertices[:100])
+
+
+def test_mesh_choice_names_the_files(tmp_path, astronaut_jpeg):
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    result = facevox(photo, "-o", tmp_path / "both", "--mesh", "both", "--format", "glb,obj,stl,json", "--preview")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == [
+        "me.glb", "me.json", "me.mtl", "me.obj", "me.png", "me.preview.png", "me.stl",
+        "me.surface.glb", "me.surface.obj", "me.surface.preview.png", "me.surface.stl"]
+    head = trimesh.load(tmp_path / "both" / "me.glb", force="mesh")
+    surface = trimesh.load(tmp_path / "both" / "me.surface.glb", force="mesh")
+    assert np.ptp(head.vertices[:, 2]) > 1.5 * np.ptp(surface.vertices[:, 2])  # the head goes round the back
+    for name in ("me.stl", "me.surface.stl"):
+        assert trimesh.load(tmp_path / "both" / name).is_watertight
+    obj = trimesh.load(tmp_path / "both" / "me.obj", force="mesh")
+    assert isinstance(obj.visual, trimesh.visual.TextureVisuals)  # its material and texture found beside it
+    result = facevox(photo, "-o", tmp_path / "surface", "--mesh", "surface")
+    assert sorted(p.name for p in (tmp_path / "surface").iterdir()) == ["me.glb", "me.json"]
+    assert "head" not in json.loads((tmp_path / "surface" / "me.json").read_text())
+    result = facevox(photo, "--mesh", "skull")
+    assert result.returncode == 2 and "unknown mesh 'skull'" in result.stderr and "Traceback" not in result.stderr

@@ -56,7 +56,7 @@ def test_no_face_raises(reconstructor):
 
 def test_every_format_loads(astronaut_face):
     for fmt in FORMATS:
-        data = export(astronaut_face, fmt, model="test")
+        data = export(astronaut_face, fmt, model="test", mesh="surface")
         if fmt == "json":
             import json
 
@@ -77,7 +77,7 @@ def test_every_format_loads(astronaut_face):
 
 
 def test_stl_size_option(astronaut_face):
-    body = trimesh.load(io.BytesIO(export(astronaut_face, "stl", size_mm=50)), file_type="stl")
+    body = trimesh.load(io.BytesIO(export(astronaut_face, "stl", size_mm=50, mesh="surface")), file_type="stl")
     assert np.isclose(np.ptp(body.vertices, axis=0).max(), 50, rtol=1e-3)
 
 
@@ -272,3 +272,12 @@ def test_glb_reads_back_as_the_viewer_frame_mesh(colours):
 def test_glb_of_an_empty_mesh_is_an_empty_scene():
     body = trimesh.load(io.BytesIO(export(small_face(empty=True), "glb")), file_type="glb", force="mesh")
     assert len(body.vertices) == 0 and len(body.faces) == 0
+
+
+@pytest.mark.parametrize("which", ["astronaut", "grid", "grid without colours", "empty"])
+def test_surface_glbs_pass_the_gltf_validator(which, request, tmp_path):
+    from gltf_validator import assert_valid
+
+    face = {"astronaut": lambda: request.getfixturevalue("astronaut_face"), "grid": small_face,
+            "grid without colours": lambda: small_face(colours=False), "empty": lambda: small_face(empty=True)}[which]()
+    assert_valid(export(face, "glb", mesh="surface"), tmp_path)

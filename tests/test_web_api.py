@@ -109,7 +109,13 @@ def test_astronaut_png_gives_one_face_with_all_files(client, astronaut_result):
     assert meshes["stl"].is_watertight
     extent = meshes["glb"].extents
     assert 80 < extent[1] < 400 and extent[1] > extent[2]  # millimetres, y up: taller than deep
-    assert meshes["glb"].visual.vertex_colors.shape[0] == len(meshes["glb"].vertices)
+    assert isinstance(meshes["glb"].visual, trimesh.visual.TextureVisuals)  # the head: textured
+    assert face["meshes"]["head"]["files"] == face["files"] and face["meshes"]["head"]["expression"]["jawOpen"] >= 0
+    surface = face["meshes"]["surface"]
+    assert set(surface["files"]) == {"glb", "obj", "stl", "ply", "json"} and surface["files"]["glb"].endswith("/face1.surface.glb")
+    glb = trimesh.load(io.BytesIO(client.get(surface["files"]["glb"]).content), file_type="glb", force="mesh")
+    assert glb.visual.vertex_colors.shape[0] == len(glb.vertices) == surface["vertices"]  # the surface: vertex colours
+    assert trimesh.load(io.BytesIO(client.get(surface["files"]["stl"]).content), file_type="stl").is_watertight
     photo = client.get(answer["photo"]["url"])
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
     again = client.get(f"/api/results/{answer['id']}")
@@ -263,7 +269,7 @@ def test_results_expire(astronaut_faces, astronaut_png):
 
 
 def test_oldest_results_go_first_when_memory_is_full(astronaut_faces, astronaut_png):
-    app = create_app(FakeReconstructor(astronaut_faces), max_store_bytes=15_000_000)  # one result is ~12 MB
+    app = create_app(FakeReconstructor(astronaut_faces), max_store_bytes=30_000_000)  # one result is ~22 MB
     with TestClient(app) as client:
         first = post_photo(client, astronaut_png, "a.png").json()
         second = post_photo(client, astronaut_png, "a.png").json()
@@ -280,7 +286,9 @@ def test_no_face_from_the_reconstructor_and_stl_needs_solid(astronaut_png, recon
     plain = facevox.Reconstructor(settings=facevox.Settings(solid=False, refine=False))
     with TestClient(create_app(plain)) as client:
         answer = post_photo(client, astronaut_png, "a.png").json()
-        assert set(answer["faces"][0]["files"]) == {"glb", "obj", "ply", "json"}  # no STL without a solid body
+        meshes = answer["faces"][0]["meshes"]
+        assert set(meshes["surface"]["files"]) == {"glb", "obj", "ply", "json"}  # no surface STL without a solid body
+        assert set(meshes["head"]["files"]) == {"glb", "obj", "stl", "ply", "json"}  # the head closes itself
 
 
 def test_a_bug_gives_a_json_500_and_the_server_goes_on(astronaut_png):

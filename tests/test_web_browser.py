@@ -193,3 +193,80 @@ def test_several_faces_get_a_chooser(page, tmp_path, two_faces_png):
     page.wait_for_timeout(300)
     assert np.abs(canvas_pixels(page)[..., :3].astype(int) - first[..., :3]).mean() > 3  # another face on show
     assert not page.errors, page.errors
+
+
+def influences(page, *names) -> list[float]:
+    return page.evaluate(f"(() => {{ const mesh = facevox.viewer.surface; return {list(names)!r}.map("
+                         f"(name) => mesh.morphTargetInfluences[mesh.morphTargetDictionary[name]]); }})()")
+
+
+def test_head_blendshapes_play_on_the_morph_targets(page, tmp_path, astronaut_png):
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(astronaut_png)
+    page.set_input_files("#file", str(photo))
+    assert wait_for_state(page, "ready", "error") == "ready", page.inner_text("#error")
+    assert page.evaluate("facevox.mesh") == "head" and page.is_visible("#expression")
+    names = page.evaluate("Object.keys(facevox.viewer.surface.morphTargetDictionary)")
+    assert len(names) == 53 and {"jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browDownLeft"} <= set(names)
+    fitted = page.evaluate("facevox.viewer.surface.morphTargetInfluences.slice()")
+    assert any(w > 0 for w in fitted)  # the GLB's weights: the expression fitted to the photo
+    page.wait_for_timeout(300)
+    before = canvas_pixels(page)
+
+    page.locator("[data-expression=jaw]").fill("1")  # the jaw slider drives jawOpen
+    page.wait_for_timeout(300)
+    assert influences(page, "jawOpen") == [1]
+    opened = canvas_pixels(page)
+    changed = np.abs(opened[..., :3].astype(int) - before[..., :3]).max(2) > 24
+    assert changed.mean() > 0.002, "opening the jaw did not change the picture"
+    rows = np.nonzero(changed)[0]
+    drawn_rows = np.nonzero(before[..., 3] > 0)[0]
+    assert rows.mean() > drawn_rows.mean(), "the change is not in the lower part of the head"
+
+    page.locator("[data-expression=blink]").fill("1")
+    page.locator("[data-expression=smile]").fill("0.8")
+    page.locator("[data-expression=brows-up]").fill("0.5")
+    assert influences(page, "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileRight", "browOuterUpLeft") == [1, 1, 0.8, 0.5]
+    page.wait_for_timeout(200)
+    assert np.abs(canvas_pixels(page)[..., :3].astype(int) - opened[..., :3]).mean() > 0.05
+
+    page.click("#expression-neutral")
+    assert max(page.evaluate("facevox.viewer.surface.morphTargetInfluences.slice()")) == 0
+    assert page.locator("[data-expression=jaw]").input_value() == "0"
+    page.click("#expression-photo")
+    assert page.evaluate("facevox.viewer.surface.morphTargetInfluences.slice()") == pytest.approx(fitted)
+
+    page.click("#expression-play")
+    page.wait_for_function("facevox.viewer.surface.morphTargetInfluences[facevox.viewer.surface.morphTargetDictionary.mouthSmileLeft] > 0.05",
+                           polling=200, timeout=30_000)  # polled by time: headless rendering on a CPU is slow
+    page.click("#expression-neutral")  # stops the animation
+
+    page.click("[data-mesh=surface]")  # the surface: no blendshapes, its own downloads
+    assert wait_for_state(page, "ready", "error") == "ready"
+    assert page.is_hidden("#expression")
+    assert page.get_attribute("#downloads a[data-format=glb]", "href").endswith("face1.surface.glb?download=1")
+    assert page.evaluate("facevox.viewer.surface.morphTargetInfluences") is None
+    assert not page.errors, page.errors
+
+
+def test_3d_and_ar_view_uses_model_viewer(page, tmp_path, astronaut_png):
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(astronaut_png)
+    page.set_input_files("#file", str(photo))
+    assert wait_for_state(page, "ready", "error") == "ready", page.inner_text("#error")
+    page.click("#ar-open")
+    page.wait_for_function("(() => { const v = document.querySelector('#ar-slot model-viewer');"
+                           " return customElements.get('model-viewer') && v && v.loaded; })()", timeout=90_000)
+    viewer = page.locator("#ar-slot model-viewer")
+    assert viewer.get_attribute("src").endswith("/face1.glb") and viewer.get_attribute("ar") is not None
+    page.wait_for_timeout(1000)
+    picture = np.asarray(Image.open(io.BytesIO(viewer.screenshot())).convert("RGB")).astype(float)
+    assert picture.std(axis=(0, 1)).mean() > 12, "model-viewer shows no head"
+    if os.environ.get("FACEVOX_AR_SCREENSHOT"):
+        page.screenshot(path=os.environ["FACEVOX_AR_SCREENSHOT"])
+    page.click("#ar-close")
+    assert page.is_hidden("#ar-dialog")
+    page.click("#reset-view")  # the page's own 3D view still draws the head
+    page.wait_for_timeout(300)
+    assert (canvas_pixels(page)[..., 3] > 0).mean() > 0.05
+    assert not page.errors, page.errors

@@ -22,9 +22,14 @@ from facevox.image import Photo, PhotoFile
 from facevox.volume import VolumeModel
 
 
+MESH_CHOICES = ("head", "surface", "both")
+
+
 @dataclass
 class Settings:
-    """How meshes are made. smooth: Taubin iterations of the closed body (solid); max_triangles:
+    """How meshes are made. mesh: "head" (default) fits the ICT head to each face (Face.head: closed,
+    the same vertices every time, a UV texture, 53 ARKit blendshapes; facevox.head), "surface" keeps
+    only the volumetric surface of the visible face (Face.mesh, always made), "both" both. smooth: Taubin iterations of the closed body (solid); max_triangles:
     decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
     crops, twice the network time); mirror: average the second pass's volume and landmark maps with
     those of the mirrored crop (facevox.volume.VolumeModel's mirror: smaller surface and landmark errors
@@ -35,7 +40,12 @@ class Settings:
     max_triangles: int = 0
     refine: bool = True
     mirror: bool = True
-    solid: bool = False  # also build the closed body (Face.extras['solid']) for STL
+    solid: bool = False  # also build the surface's closed body (Face.extras['solid']) for its STL
+    mesh: str = "head"
+
+    def __post_init__(self):
+        if self.mesh not in MESH_CHOICES:
+            raise ValueError(f"unknown mesh {self.mesh!r}; choose from {', '.join(MESH_CHOICES)}")
 
 
 class Reconstructor:
@@ -116,11 +126,32 @@ class Reconstructor:
             clock.lap("solid")
         points_photo = mesh.points_to_photo(points, matrix)
         yaw, pitch, roll = pose.head_pose(points, self.mean_landmarks)
-        return Face(
+        face = Face(
             box=np.asarray(detection.box, dtype=np.float64), score=detection.score,
             landmarks_2d=points_photo[:, :2], landmarks_3d=points_photo,
             yaw=yaw, pitch=pitch, roll=roll, mesh=surface, extras=extras,
         )
+        if self.settings.mesh != "surface":
+            from facevox.head import fit_head
+
+            face.head = fit_head(face, full_size(photo, face.box))
+            clock.lap("head")
+        return face
+
+
+def full_size(photo: Photo, box: np.ndarray) -> np.ndarray:
+    """The photo's pixels at the photo's own size, whose pixel (x, y) is photo pixel (x, y), as
+    facevox.head.fit_head samples its texture there. A reduced decoding's pixels are repeated, only
+    around the face box (a box's size on each side): the rest stays zero, in pages never touched."""
+    pixels, r = photo.pixels, photo.reduction
+    if r == 1:
+        return pixels
+    full = np.zeros((pixels.shape[0] * r, pixels.shape[1] * r, 3), np.uint8)
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    columns = slice(max(int((2 * x0 - x1) // r), 0), min(int((2 * x1 - x0) // r) + 1, pixels.shape[1]))
+    rows = slice(max(int((2 * y0 - y1) // r), 0), min(int((2 * y1 - y0) // r) + 1, pixels.shape[0]))
+    full[rows.start * r : rows.stop * r, columns.start * r : columns.stop * r] = np.repeat(np.repeat(pixels[rows, columns], r, axis=0), r, axis=1)
+    return full
 
 
 class Clock:

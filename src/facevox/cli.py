@@ -42,6 +42,9 @@ class Summary:
     failed: list[str] = field(default_factory=list)
 
 
+MESH_HELP = ("head: the ICT head fitted to the face (closed, the same vertices every time, a UV texture, 53 ARKit "
+             "blendshapes in GLB); surface: the volumetric surface of the visible face (finer detail, front only); "
+             "both: NAME.* the head, NAME.surface.* the surface.")
 MIRROR_HELP = "Average each face's volume and landmarks with those of its mirrored crop (default): smaller errors; --no-mirror is about a fifth faster on a CPU."
 
 
@@ -53,9 +56,10 @@ def reconstruct_command(
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face in each photo, not only the largest."),
     preview: bool = typer.Option(False, "--preview", help="Also write NAME.preview.png, the mesh seen from three angles."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
-    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
+    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate surfaces above this many triangles (0: never)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help=MIRROR_HELP),
+    mesh: str = typer.Option("head", "--mesh", help=MESH_HELP),
 ):
     """Reconstruct every photo given; one line per problem, a summary at the end, exit 1 if anything failed."""
     from rich.console import Console
@@ -65,6 +69,7 @@ def reconstruct_command(
 
     console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     wanted = parse_formats(formats)
+    mesh = parse_mesh(mesh)
     files, problems = collect_inputs(inputs)
     for problem in problems:
         errors.print(f"[red]error[/]: {problem}", highlight=False)
@@ -77,7 +82,8 @@ def reconstruct_command(
             errors.print(f"[red]error[/]: cannot create output folder {out}: {error.strerror}", highlight=False)
             raise typer.Exit(1)
     try:
-        reconstructor = Reconstructor(model, settings=Settings(max_triangles=max_triangles, solid="stl" in wanted, mirror=mirror))
+        reconstructor = Reconstructor(model, settings=Settings(max_triangles=max_triangles, solid="stl" in wanted and mesh != "head",
+                                                                 mirror=mirror, mesh=mesh))
     except (FileNotFoundError, ValueError, KeyError) as error:
         errors.print(f"[red]error[/]: cannot load the model: {error}", highlight=False)
         raise typer.Exit(1)
@@ -94,7 +100,7 @@ def reconstruct_command(
         task = progress.add_task("reconstructing", total=len(files))
         for photo in files:
             try:
-                written = reconstruct_file(reconstructor, photo, out, wanted, all_faces, preview, size_mm)
+                written = reconstruct_file(reconstructor, photo, out, wanted, all_faces, preview, size_mm, mesh)
                 summary.done.append(str(photo))
                 console.print(f"{photo} → {', '.join(str(p) for p in written)}", highlight=False)
             except NoFaceError:
@@ -113,11 +119,19 @@ def reconstruct_command(
         raise typer.Exit(1)
 
 
+def parse_mesh(text: str) -> str:
+    from facevox.api import MESH_CHOICES
+
+    if text not in MESH_CHOICES:
+        raise typer.BadParameter(f"unknown mesh {text!r}; choose from {', '.join(MESH_CHOICES)}", param_hint="--mesh")
+    return text
+
+
 def reconstruct_file(reconstructor, photo: Path, out: Path | None, formats: list[str], all_faces: bool,
-                     preview: bool, size_mm: float | None) -> list[Path]:
+                     preview: bool, size_mm: float | None, mesh: str = "head") -> list[Path]:
     """Reconstruct one photo and write its files (each atomically); returns the paths written."""
     faces = reconstructor.reconstruct(photo, all_faces=all_faces)
-    return write_face_files(reconstructor, faces, photo, out, formats, preview, size_mm)
+    return write_face_files(reconstructor, faces, photo, out, formats, preview, size_mm, mesh=mesh)
 
 
 @app.command("serve")
@@ -155,9 +169,10 @@ def batch_command(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Photos per step; each step writes one index part."),
     all_faces: bool = typer.Option(True, "--all-faces/--largest-only", help="Every face in each photo, or only the largest."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
-    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate meshes above this many triangles (0: never)."),
+    max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate surfaces above this many triangles (0: never)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help=MIRROR_HELP),
+    mesh: str = typer.Option("head", "--mesh", help=MESH_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=f"--device: the network's number format there ({', '.join(PRECISIONS)}); default fp16 on CUDA (as accurate as fp32 on the benchmark, 21 % faster end to end on an H100), else fp32."),
     reserve_core: bool = typer.Option(True, "--reserve-core/--shared-cores", help="--device: keep the network process to a core of its own (on 4 cores or more)."),
 ):
@@ -183,13 +198,15 @@ def batch_command(
     if precision is not None and precision not in PRECISIONS:
         raise typer.BadParameter(f"unknown number format {precision!r}; choose from {', '.join(PRECISIONS)}", param_hint="--precision")
     wanted = parse_formats(formats)
+    mesh = parse_mesh(mesh)
     keys, problems, root = find_inputs(inputs)
     for problem in problems:
         errors.print(f"[red]error[/]: {problem}", highlight=False)
     if not keys:
         raise typer.Exit(1)
     options = Options(out=out, root=root, formats=tuple(wanted), all_faces=all_faces, size_mm=size_mm,
-                      max_triangles=max_triangles, model=str(model.resolve()) if model else None, mirror=mirror)
+                      max_triangles=max_triangles, model=str(model.resolve()) if model else None, mirror=mirror,
+                      mesh=mesh)
     try:
         pending, clashes, skipped = plan(keys, options)
     except OSError as error:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from facevox.head import Head
 
 
 @dataclass
@@ -26,7 +30,8 @@ class Face:
 
     box: detector box (x0, y0, x1, y1) in photo pixels; score: detector confidence in [0, 1];
     landmarks_2d (68, 2) and landmarks_3d (68, 3) in the photo frame of `Mesh` (iBUG-68 order);
-    yaw, pitch, roll in degrees (convention of `facevox.pose`).
+    yaw, pitch, roll in degrees (convention of `facevox.pose`); mesh: the volumetric surface of the
+    visible face; head: the fitted ICT head (facevox.head.Head), when Settings(mesh=...) asked for it.
     """
 
     box: np.ndarray
@@ -38,3 +43,4 @@ class Face:
     roll: float
     mesh: Mesh
     extras: dict = field(default_factory=dict)
+    head: Head | None = None

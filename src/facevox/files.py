@@ -32,23 +32,31 @@ def output_stem(photo: Path, out_dir: Path | None, index: int) -> Path:
 
 
 def write_face_files(reconstructor, faces, photo: Path, out: Path | None, formats: list[str], preview: bool,
-                     size_mm: float | None, write=None) -> list[Path]:
-    """Write each face's files, named by output_stem, with write(path, bytes) (default: atomic local writes)."""
-    from facevox.export import export, write_atomic
+                     size_mm: float | None, write=None, mesh: str = "head") -> list[Path]:
+    """Write each face's files, named by output_stem, with write(path, bytes) (default: atomic local writes).
+    mesh "head" or "surface": that mesh's files as NAME.FMT; "both": the head's as NAME.FMT and the
+    surface's as NAME.surface.FMT. The JSON (one per face) is NAME.json; an OBJ head brings NAME.mtl
+    and its texture NAME.png."""
+    from facevox.export import export_files, write_atomic
+    from facevox.export.head import head_mesh
 
     write = write or write_atomic
     written = []
     model_name = reconstructor.model.info.get("name")
+    meshes = {"head": [("head", "")], "surface": [("surface", "")], "both": [("head", ""), ("surface", ".surface")]}[mesh]
     for index, face in enumerate(faces):
         stem = output_stem(photo, out, index)
-        for fmt in formats:
-            path = stem.with_name(f"{stem.name}.{fmt}")
-            write(path, export(face, fmt, size_mm=size_mm, model=model_name))
-            written.append(path)
-        if preview:
-            from facevox.preview import contact_sheet, save_png
+        for which, suffix in meshes:
+            for fmt in formats:
+                if fmt == "json" and suffix:
+                    continue
+                for name, data in export_files(face, fmt, stem.name + suffix, size_mm=size_mm, model=model_name, mesh=which).items():
+                    write(stem.with_name(name), data)
+                    written.append(stem.with_name(name))
+            if preview:
+                from facevox.preview import contact_sheet, save_png
 
-            path = stem.with_name(f"{stem.name}.preview.png")
-            write(path, save_png(contact_sheet(face.mesh)))
-            written.append(path)
+                path = stem.with_name(f"{stem.name}{suffix}.preview.png")
+                write(path, save_png(contact_sheet(head_mesh(face.head) if which == "head" else face.mesh)))
+                written.append(path)
     return written

@@ -17,7 +17,7 @@ from facevox.batch.store import Store, write_bytes
 
 INDEX = "index"
 STATUSES = ("done", "no face", "failed")
-STAGES = ("decode", "detect", "network", "mesh", "colour", "solid", "write")
+STAGES = ("decode", "detect", "network", "mesh", "colour", "solid", "head", "write")
 _floats = pa.list_(pa.float32())
 SCHEMA = pa.schema([
     ("input", pa.string()),  # the photo's absolute path: the key a rerun skips by

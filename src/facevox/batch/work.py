@@ -28,11 +28,12 @@ class Options:
     max_triangles: int = 0
     model: str | None = None
     mirror: bool = True  # volume and landmarks averaged with the mirrored crop's (facevox.api.Settings)
+    mesh: str = "head"  # "head", "surface" or "both" (facevox.api.Settings; files named by facevox.files.write_face_files)
 
     @property
     def solid(self) -> bool:
-        """STL wanted: each face also needs its closed body, made from the whole volume."""
-        return "stl" in self.formats
+        """A surface's STL wanted: each face also needs its closed body, made from the whole volume."""
+        return "stl" in self.formats and self.mesh != "head"
 
 
 def find_inputs(inputs: list[str]) -> tuple[list[str], list[str], str]:
@@ -66,7 +67,7 @@ def make_reconstructor(options: Options, threads: int | None = None, device: str
         from facevox.torch_volume import TorchVolumeModel
 
         network = TorchVolumeModel(options.model, device=device, mirror=options.mirror)
-    settings = Settings(max_triangles=options.max_triangles, solid=options.solid, mirror=options.mirror)
+    settings = Settings(max_triangles=options.max_triangles, solid=options.solid, mirror=options.mirror, mesh=options.mesh)
     return Reconstructor(options.model, settings=settings, threads=threads, network=network)
 
 
@@ -101,7 +102,7 @@ def process_one(reconstructor, store, options: Options, key: str, data: bytes | 
         timings = dict(reconstructor.timings)
         mark = time.perf_counter()
         written = write_face_files(reconstructor, faces, output_name(options, key), None, list(options.formats),
-                                   False, options.size_mm, write=partial(write_bytes, store))
+                                   False, options.size_mm, write=partial(write_bytes, store), mesh=options.mesh)
         timings["write"] = time.perf_counter() - mark
         record.update(outputs=[p.as_posix() for p in written], faces=len(faces),
                       boxes=[f.box.tolist() for f in faces], scores=[f.score for f in faces],

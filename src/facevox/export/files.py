@@ -1,4 +1,7 @@
-"""The writers behind facevox.export's registry (GLB, OBJ and JSON written here; trimesh does PLY and STL)."""
+"""The writers behind facevox.export's registry (GLB, OBJ and JSON written here; trimesh does PLY and STL).
+
+Each mesh writer takes `mesh`: "head" (the fitted head, facevox.export.head), "surface" (the volumetric
+surface), or None: the head when the face has one, else the surface."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import struct
 
 import numpy as np
 
+from facevox.export import head
 from facevox.face import Face, Mesh
 
 EYE_CORNERS_MM = 93.0  # a typical adult's outer eye-corner distance (iBUG points 37 and 46)
@@ -45,9 +49,23 @@ def _trimesh(face: Face, mesh: Mesh | None = None, size_mm: float | None = None,
     return body
 
 
-def to_glb(face: Face, **_) -> bytes:
-    """Binary glTF 2.0 of the surface in the viewer frame: triangles as uint32 indices, positions
-    float32, colours (if any) RGBA uint8 normalised; with no triangles, a scene with an empty node."""
+MESHES = ("head", "surface")
+
+
+def wants_head(face: Face, mesh: str | None) -> bool:
+    """Whether a writer asked for `mesh` writes the head (see the module's docstring)."""
+    if mesh not in (None, *MESHES):
+        raise ValueError(f"unknown mesh {mesh!r}; choose from {', '.join(MESHES)}")
+    if mesh == "head" and face.head is None:
+        raise ValueError("this face has no head: reconstruct with Settings(mesh='head') or 'both'")
+    return mesh == "head" or (mesh is None and face.head is not None)
+
+
+def to_glb(face: Face, mesh: str | None = None, **_) -> bytes:
+    """Binary glTF 2.0 of the head (facevox.export.head.head_glb) or of the surface in the viewer frame:
+    triangles as uint32 indices, positions float32, colours (if any) RGBA uint8 normalised; with no triangles, a scene with an empty node."""
+    if wants_head(face, mesh):
+        return head.head_glb(face)
     mesh = face.mesh
     gltf = {"asset": {"version": "2.0", "generator": "facevox"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{}]}
     if not len(mesh.triangles):
@@ -90,12 +108,17 @@ def _glb(gltf: dict, arrays: list[np.ndarray]) -> bytes:
     return b"".join([struct.pack("<4sII", b"glTF", 2, length), *parts])
 
 
-def to_ply(face: Face, **_) -> bytes:
+def to_ply(face: Face, mesh: str | None = None, **_) -> bytes:
+    if wants_head(face, mesh):
+        return head.head_ply(face)
     return _trimesh(face).export(file_type="ply", encoding="binary")
 
 
-def to_obj(face: Face, **_) -> bytes:
-    """Wavefront OBJ with per-vertex colours (the widely read 'v x y z r g b' extension)."""
+def to_obj(face: Face, mesh: str | None = None, name: str | None = None, **_) -> bytes:
+    """Wavefront OBJ with per-vertex colours (the widely read 'v x y z r g b' extension); the head's
+    has UVs too, and with `name` uses the material NAME.mtl (facevox.export.export_files writes it)."""
+    if wants_head(face, mesh):
+        return head.head_obj(face, name)
     vertices, _ = viewer_frame(face)
     out = io.StringIO()
     out.write("# facevox mesh: y up, z towards the viewer, millimetres\n")
@@ -106,8 +129,11 @@ def to_obj(face: Face, **_) -> bytes:
     return out.getvalue().encode()
 
 
-def to_stl(face: Face, size_mm: float | None = None, **_) -> bytes:
-    """Binary STL of the closed body (face cut flat behind), for 3D printing; needs Face.extras['solid']."""
+def to_stl(face: Face, size_mm: float | None = None, mesh: str | None = None, **_) -> bytes:
+    """Binary STL for 3D printing: the head closed watertight, or the surface's closed body (face cut
+    flat behind; needs Face.extras['solid'])."""
+    if wants_head(face, mesh):
+        return head.head_stl(face, size_mm)
     solid = face.extras.get("solid")
     if solid is None:
         raise ValueError("STL needs the closed body: reconstruct with Settings(solid=True)")
@@ -115,7 +141,9 @@ def to_stl(face: Face, size_mm: float | None = None, **_) -> bytes:
 
 
 def to_json(face: Face, model: str | None = None, **_) -> bytes:
-    """The face's box, score, landmarks and head pose (photo pixels; pose in degrees)."""
+    """The face's box, score, landmarks and head pose (photo pixels; pose in degrees); "mesh" counts the
+    surface; "head", when fitted, counts the head and gives its identity coefficients and its
+    expression as blendshape weights (0 to 1) by ARKit name."""
     record = {
         "box": np.round(face.box, 2).tolist(),
         "score": round(float(face.score), 4),
@@ -125,4 +153,10 @@ def to_json(face: Face, model: str | None = None, **_) -> bytes:
         "mesh": {"vertices": int(len(face.mesh.vertices)), "triangles": int(len(face.mesh.triangles))},
         "model": model,
     }
+    if face.head is not None:
+        record["head"] = {
+            "vertices": int(len(face.head.vertices)), "triangles": int(len(face.head.faces)),
+            "identity": np.round(np.asarray(face.head.identity, np.float64), 4).tolist(),
+            "expression": {name: round(float(w), 4) for name, w in zip(head.arkit_names(face.head.blendshape_names), face.head.expression)},
+        }
     return (json.dumps(record, indent=1) + "\n").encode()

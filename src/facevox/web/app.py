@@ -4,7 +4,8 @@
     app = create_app()                       # uvicorn facevox.web:create_app --factory
 
 POST /api/reconstruct (multipart field `photo`) → JSON: one entry per face (box, landmarks, pose) with
-the URLs of its files; GET /api/results/{id}/... serves them; / is the page; /docs the OpenAPI docs.
+the URLs of its files: `meshes.head` (the fitted head, when the reconstructor fits one: the default)
+and `meshes.surface` (the volumetric surface), and `files`, the head's if any, else the surface's; GET /api/results/{id}/... serves them; / is the page; /docs the OpenAPI docs.
 
 Safety: uploads are capped in bytes (checked while the body streams in) and in pixels (checked from
 the image header, before decoding); the content is sniffed by Pillow, never trusted from the name or
@@ -152,7 +153,7 @@ def create_app(
     async def result_summary(request: Request, result_id: str):
         return _with_urls(request, lookup(result_id))
 
-    @app.get("/api/results/{result_id}/{file_name}", summary="A file of a result: photo.jpg or faceN.FORMAT")
+    @app.get("/api/results/{result_id}/{file_name}", summary="A file of a result: photo.jpg, faceN.FORMAT or faceN.surface.FORMAT")
     async def result_file(result_id: str, file_name: str, download: bool = False):
         result = lookup(result_id)
         entry = result.files.get(file_name)  # a dictionary key, never a path
@@ -321,15 +322,27 @@ def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Resu
     model = getattr(getattr(reconstructor, "model", None), "info", {}).get("name")
     entries = []
     for index, face in enumerate(faces):
-        urls = {}
-        for fmt in DOWNLOADS:
-            try:
-                files[f"face{index + 1}.{fmt}"] = (export(face, fmt, model=model), MEDIA_TYPES[fmt])
-                urls[fmt] = f"face{index + 1}.{fmt}"
-            except ValueError:  # STL without a solid body (a reconstructor without Settings(solid=True))
-                log.warning("no %s for face %d", fmt, index + 1)
+        meshes = {}
+        # the head's files are faceN.FMT, the surface's faceN.surface.FMT (faceN.FMT when there is no head)
+        for which, suffix in ([("head", "")] if face.head is not None else []) + [("surface", ".surface" if face.head is not None else "")]:
+            urls = {}
+            for fmt in DOWNLOADS:
+                file_name = f"face{index + 1}{suffix}.{fmt}"
+                try:
+                    files[file_name] = (export(face, fmt, model=model, mesh=which), MEDIA_TYPES[fmt])
+                    urls[fmt] = file_name
+                except ValueError:  # the surface's STL without a solid body (a reconstructor without Settings(solid=True))
+                    log.warning("no %s %s for face %d", which, fmt, index + 1)
+            body = face.head if which == "head" else face.mesh
+            meshes[which] = {"files": urls, "bytes": {fmt: len(files[name][0]) for fmt, name in urls.items()},
+                             "vertices": int(len(body.vertices)), "triangles": int(len(body.faces if which == "head" else body.triangles))}
+        if face.head is not None:
+            from facevox.export.head import arkit_names
+
+            meshes["head"]["expression"] = {n: round(float(w), 4) for n, w in zip(arkit_names(face.head.blendshape_names), face.head.expression)}
         from facevox.pose import rotation_matrix
 
+        main = meshes["head" if face.head is not None else "surface"]
         entries.append({
             "index": index,
             "box": [round(float(v), 2) for v in face.box],
@@ -339,8 +352,9 @@ def _reconstruct(reconstructor, data: bytes, max_pixels: int, name: str) -> Resu
             "rotation": np.round(rotation_matrix(face.yaw, face.pitch, face.roll), 5).tolist(),
             "landmarks_2d": np.round(np.asarray(face.landmarks_2d, dtype=float), 2).tolist(),
             "mesh": {"vertices": int(len(face.mesh.vertices)), "triangles": int(len(face.mesh.triangles))},
-            "files": urls,
-            "bytes": {fmt: len(files[name][0]) for fmt, name in urls.items()},
+            "files": main["files"],  # the head's when there is one, else the surface's
+            "bytes": main["bytes"],
+            "meshes": meshes,
         })
     summary = {"name": name, "photo": {"width": int(width), "height": int(height), "file": "photo.jpg"}, "faces": entries}
     return Result(summary=summary, files=files)
@@ -355,6 +369,8 @@ def _with_urls(request: Request, result: Result) -> dict:
     for face in summary["faces"]:
         face = dict(face)
         face["files"] = {fmt: f"{base}/{name}" for fmt, name in face["files"].items()}
+        face["meshes"] = {which: dict(entry, files={fmt: f"{base}/{name}" for fmt, name in entry["files"].items()})
+                          for which, entry in face["meshes"].items()}
         faces.append(face)
     return {
         "id": result.id,

@@ -1,4 +1,5 @@
-// facevox web page: upload a photo, show the 3D face (three.js), the photo with boxes and landmarks, downloads.
+// facevox web page: upload a photo, show the 3D head or surface (three.js) with the head's blendshapes on
+// sliders, the photo with boxes and landmarks, downloads, and a <model-viewer> view for AR on phones.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -7,12 +8,28 @@ const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
 
 const FORMATS = {
-  glb: { title: 'GLB', note: 'with colour · viewers, web, Blender' },
+  glb: { title: 'GLB', note: 'with colour · viewers, web, Blender', head: 'textured, 53 blendshapes · Blender, Unity, web' },
   obj: { title: 'OBJ', note: 'mesh with vertex colours' },
   stl: { title: 'STL', note: 'closed solid, for 3D printing' },
   ply: { title: 'PLY', note: 'mesh with vertex colours (MeshLab, Blender)' },
-  json: { title: 'JSON', note: 'face box, landmarks and head pose' },
+  json: { title: 'JSON', note: 'face box, landmarks, pose (and the head\'s coefficients)' },
 };
+// Expression sliders: each moves these blendshapes (ARKit's names, as facevox's GLB has them)
+const EXPRESSIONS = [
+  { key: 'smile', title: 'Smile', names: ['mouthSmileLeft', 'mouthSmileRight'] },
+  { key: 'jaw', title: 'Jaw open', names: ['jawOpen'] },
+  { key: 'blink', title: 'Blink', names: ['eyeBlinkLeft', 'eyeBlinkRight'] },
+  { key: 'brows-up', title: 'Brows up', names: ['browInnerUp', 'browInnerUpLeft', 'browInnerUpRight', 'browOuterUpLeft', 'browOuterUpRight'] },
+  { key: 'brows-down', title: 'Brows down', names: ['browDownLeft', 'browDownRight'] },
+];
+// Play: [seconds, slider, value] keyframes, each slider eased between its own keys
+const PLAY = [
+  [0, 'smile', 0], [0.8, 'smile', 1], [1.6, 'smile', 0],
+  [1.4, 'blink', 0], [1.6, 'blink', 1], [1.8, 'blink', 0],
+  [1.8, 'jaw', 0], [2.5, 'jaw', 0.8], [3.2, 'jaw', 0],
+  [2.8, 'brows-up', 0], [3.4, 'brows-up', 1], [4.0, 'brows-up', 0],
+  [3.9, 'brows-down', 0], [4.4, 'brows-down', 1], [5.0, 'brows-down', 0],
+];
 // iBUG-68 landmark contours (closed ones repeat their first point)
 const CONTOURS = [
   [0, 17], [17, 22], [22, 27], [27, 31], [31, 36],
@@ -33,11 +50,17 @@ const TITLES = {
 let config = { max_upload_bytes: 15e6, max_pixels: 50e6, ttl_s: 1800 };
 let current = null; // the answer of /api/reconstruct
 let selected = 0;
+let shown = 'head'; // the mesh on show: 'head' or 'surface'
+let playing = null; // the Play animation's frame request
 let viewer = null;
 let request = null;
 let zoomed = true; // the photo card shows the selected face, not the whole photo
 
-window.facevox = { get state() { return document.body.dataset.state; }, get viewer() { return viewer; } };
+window.facevox = {
+  get state() { return document.body.dataset.state; },
+  get viewer() { return viewer; },
+  get mesh() { return shown; },
+};
 
 function setState(state) { document.body.dataset.state = state; }
 
@@ -161,10 +184,26 @@ function select(index) {
     item.lastChild.textContent = value;
     return item;
   }));
-  buildDownloads(face);
+  const meshes = face.meshes || { surface: { files: face.files, bytes: face.bytes } };
+  $('mesh-choice').hidden = !(meshes.head && meshes.surface);
+  showMesh(meshes[shown] ? shown : Object.keys(meshes)[0]);
+}
+
+// Show the selected face's head or surface: the 3D view, its downloads, and (the head) its expression sliders.
+function showMesh(which) {
+  stopPlaying();
+  shown = which;
+  const face = current.faces[selected];
+  const mesh = (face.meshes || { surface: { files: face.files, bytes: face.bytes } })[which];
+  for (const button of document.querySelectorAll('[data-mesh]')) button.setAttribute('aria-checked', String(button.dataset.mesh === which));
+  buildDownloads(mesh, which);
+  $('expression').hidden = true;
   setState('working');
-  viewer.load(face.files.glb, face.rotation).then(
-    () => setState('ready'),
+  viewer.load(mesh.files.glb, face.rotation).then(
+    () => {
+      buildSliders();
+      setState('ready');
+    },
     (error) => showError('viewer', `The 3D view could not be shown (${error.message || error}). The downloads still work.`),
   );
 }
@@ -250,21 +289,112 @@ function drawOverlay() {
 
 const DOWNLOAD_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 4v11m-5-5 5 5 5-5M5 20h14" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round" stroke-linejoin="round"/></svg>';
 
-function buildDownloads(face) {
-  const links = Object.keys(FORMATS).filter((fmt) => face.files[fmt]).map((fmt) => {
+function buildDownloads(mesh, which) {
+  const links = Object.keys(FORMATS).filter((fmt) => mesh.files[fmt]).map((fmt) => {
     const link = document.createElement('a');
     link.className = fmt === 'glb' ? 'dl main' : 'dl';
-    link.href = `${face.files[fmt]}?download=1`;
+    link.href = `${mesh.files[fmt]}?download=1`;
     link.setAttribute('download', '');
     link.dataset.format = fmt;
-    const size = face.bytes && face.bytes[fmt] ? megabytes(face.bytes[fmt]) : '';
-    link.title = `${FORMATS[fmt].title}: ${FORMATS[fmt].note}`;
+    const size = mesh.bytes && mesh.bytes[fmt] ? megabytes(mesh.bytes[fmt]) : '';
+    const note = (which === 'head' && FORMATS[fmt].head) || FORMATS[fmt].note;
+    link.title = `${FORMATS[fmt].title}: ${note}`;
     link.innerHTML = `<b>${DOWNLOAD_ICON}</b><span></span>`;
     link.firstChild.append(FORMATS[fmt].title);
-    link.lastChild.textContent = fmt === 'glb' ? `${FORMATS[fmt].note} · ${size}` : size;
+    link.lastChild.textContent = fmt === 'glb' ? `${note} · ${size}` : size;
     return link;
   });
   $('downloads').replaceChildren(...links);
+}
+
+// ---------------------------------------------------------------- expression (the head's morph targets)
+
+// One slider per expression the loaded mesh has blendshapes for; its value is their mean weight.
+function buildSliders() {
+  const found = EXPRESSIONS.filter((e) => viewer.targets(e.names).length);
+  $('expression').hidden = !found.length;
+  $('sliders').replaceChildren(...found.map((expression) => {
+    const row = document.createElement('label');
+    row.className = 'slider';
+    const name = document.createElement('span');
+    name.textContent = expression.title;
+    const input = document.createElement('input');
+    input.type = 'range';
+    input.min = '0';
+    input.max = '1';
+    input.step = '0.01';
+    input.dataset.expression = expression.key;
+    input.addEventListener('input', () => {
+      stopPlaying();
+      viewer.setWeight(viewer.targets(expression.names), Number(input.value));
+    });
+    row.append(name, input);
+    return row;
+  }));
+  syncSliders();
+}
+
+function syncSliders() {
+  for (const input of $('sliders').querySelectorAll('input')) {
+    const names = EXPRESSIONS.find((e) => e.key === input.dataset.expression).names;
+    input.value = String(viewer.weight(viewer.targets(names)));
+  }
+}
+
+function setExpression(key, value) {
+  const input = $('sliders').querySelector(`[data-expression="${key}"]`);
+  if (!input) return;
+  input.value = String(value);
+  viewer.setWeight(viewer.targets(EXPRESSIONS.find((e) => e.key === key).names), value);
+}
+
+function play() {
+  stopPlaying();
+  const tracks = {};
+  for (const [time, key, value] of PLAY) (tracks[key] = tracks[key] || []).push([time, value]);
+  const end = Math.max(...PLAY.map(([time]) => time));
+  const start = performance.now();
+  const ease = (t) => t * t * (3 - 2 * t);
+  const frame = () => {
+    const t = (performance.now() - start) / 1000;
+    for (const [key, keys] of Object.entries(tracks)) {
+      let value = keys[keys.length - 1][1];
+      for (let i = 0; i + 1 < keys.length; i += 1) {
+        const [t0, v0] = keys[i];
+        const [t1, v1] = keys[i + 1];
+        if (t < t0) { value = v0; break; }
+        if (t <= t1) { value = v0 + (v1 - v0) * ease((t - t0) / (t1 - t0)); break; }
+      }
+      setExpression(key, value);
+    }
+    playing = t < end ? requestAnimationFrame(frame) : null;
+  };
+  frame();
+}
+
+function stopPlaying() {
+  if (playing) cancelAnimationFrame(playing);
+  playing = null;
+}
+
+// ---------------------------------------------------------------- 3D / AR view (<model-viewer>, loaded on first use)
+
+async function openAr() {
+  const face = current.faces[selected];
+  const mesh = (face.meshes || { surface: { files: face.files } })[shown];
+  const dialog = $('ar-dialog');
+  dialog.showModal();
+  await import('@google/model-viewer');
+  let element = $('ar-slot').querySelector('model-viewer');
+  if (!element) {
+    element = document.createElement('model-viewer');
+    for (const [name, value] of Object.entries({
+      ar: '', 'ar-modes': 'webxr scene-viewer quick-look', 'camera-controls': '', 'touch-action': 'pan-y',
+      'shadow-intensity': '0.6', exposure: '1.1', alt: 'The 3D face from the photo',
+    })) element.setAttribute(name, value);
+    $('ar-slot').append(element);
+  }
+  if (element.getAttribute('src') !== mesh.files.glb) element.setAttribute('src', mesh.files.glb);
 }
 
 // ---------------------------------------------------------------- 3D viewer
@@ -342,17 +472,30 @@ class Viewer {
       this.scene.remove(this.group);
       this.group.children.forEach((child) => child.geometry.dispose());
     }
+    if (this.materials.texture) this.materials.texture.dispose();
+    this.materials.texture = found.material.map ? new THREE.MeshStandardMaterial({
+      map: found.material.map, roughness: 0.72, metalness: 0, side: THREE.DoubleSide,
+    }) : null;
     this.group = new THREE.Group();
     this.surface = new THREE.Mesh(geometry, this.materials.colour);
     this.wire = new THREE.Mesh(geometry, this.materials.wire);
+    // the head's blendshapes: the GLB's weights (its fitted expression) to start, shared by both views
+    this.fitted = found.morphTargetInfluences ? found.morphTargetInfluences.slice() : null;
+    if (this.fitted) {
+      this.surface.morphTargetDictionary = { ...found.morphTargetDictionary };
+      this.surface.morphTargetInfluences = this.fitted.slice();
+      this.wire.morphTargetDictionary = this.surface.morphTargetDictionary;
+      this.wire.morphTargetInfluences = this.surface.morphTargetInfluences;
+    }
     this.group.add(this.surface, this.wire);
     this.scene.add(this.group);
     this.setLook(this.look);
 
     geometry.computeBoundingBox();
     geometry.computeBoundingSphere();
-    const centre = geometry.boundingBox.getCenter(new THREE.Vector3());
-    const radius = geometry.boundingSphere.radius;
+    const framed = this.fitted ? headBox(geometry) : geometry.boundingBox;
+    const centre = framed.getCenter(new THREE.Vector3());
+    const radius = this.fitted ? framed.getSize(new THREE.Vector3()).length() / 2 : geometry.boundingSphere.radius;
     // start where the face looks: the head pose turns the frontal direction (0, 0, 1)
     const forward = new THREE.Vector3(0, 0, 1);
     if (rotation) {
@@ -390,10 +533,34 @@ class Viewer {
     this.render();
   }
 
+  // The morph target numbers of those of these blendshape names the mesh has.
+  targets(names) {
+    const dictionary = (this.surface && this.surface.morphTargetDictionary) || {};
+    return names.filter((name) => name in dictionary).map((name) => dictionary[name]);
+  }
+
+  weight(targets) {
+    if (!targets.length) return 0;
+    return targets.reduce((sum, i) => sum + this.surface.morphTargetInfluences[i], 0) / targets.length;
+  }
+
+  setWeight(targets, value) {
+    for (const i of targets) this.surface.morphTargetInfluences[i] = value;
+    this.render();
+  }
+
+  // Every blendshape back to the fitted expression (or to 0: neutral).
+  resetExpression(neutral = false) {
+    if (!this.fitted) return;
+    this.fitted.forEach((w, i) => { this.surface.morphTargetInfluences[i] = neutral ? 0 : w; });
+    this.render();
+  }
+
   setLook(look) {
     this.look = look;
     if (!this.surface) return;
-    this.surface.material = look === 'colour' ? this.materials.colour : look === 'shaded' ? this.materials.shaded : this.materials.base;
+    const colour = this.materials.texture || this.materials.colour;
+    this.surface.material = look === 'colour' ? colour : look === 'shaded' ? this.materials.shaded : this.materials.base;
     this.wire.visible = look === 'wireframe';
     this.render();
   }
@@ -403,6 +570,20 @@ class Viewer {
     this.rendered += 1;
     this.container.dataset.rendered = String(this.rendered);
   }
+}
+
+// The head's box without the lowest 30 % of its height (the neck and the top of the shoulders): the view frames the head.
+function headBox(geometry) {
+  const { min, max } = geometry.boundingBox;
+  const floor = min.y + 0.3 * (max.y - min.y);
+  const box = new THREE.Box3();
+  const point = new THREE.Vector3();
+  const position = geometry.attributes.position;
+  for (let i = 0; i < position.count; i += 1) {
+    point.fromBufferAttribute(position, i);
+    if (point.y >= floor) box.expandByPoint(point);
+  }
+  return box;
 }
 
 // The GLB's vertex colours are the photo's sRGB bytes; three.js treats COLOR_0 as linear, so convert once.
@@ -465,6 +646,17 @@ function wire() {
     });
   }
   $('reset-view').addEventListener('click', () => viewer && viewer.resetView());
+  for (const button of document.querySelectorAll('[data-mesh]')) {
+    button.addEventListener('click', () => { if (button.dataset.mesh !== shown) showMesh(button.dataset.mesh); });
+  }
+  $('expression-play').addEventListener('click', play);
+  $('expression-photo').addEventListener('click', () => { stopPlaying(); viewer.resetExpression(); syncSliders(); });
+  $('expression-neutral').addEventListener('click', () => { stopPlaying(); viewer.resetExpression(true); syncSliders(); });
+  $('ar-open').addEventListener('click', () => openAr().catch((error) => {
+    $('ar-dialog').close();
+    showError('viewer', `The 3D / AR view could not be opened (${error.message || error}).`);
+  }));
+  $('ar-close').addEventListener('click', () => $('ar-dialog').close());
   $('again').addEventListener('click', () => $('file').click());
   $('zoom').addEventListener('click', () => { zoomed = !zoomed; drawOverlay(); });
 }
