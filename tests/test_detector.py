@@ -93,7 +93,7 @@ def test_training_steps_export_and_the_runtime_decoder(tmp_path):
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"model": net.state_dict(), "optimizer": {}, "step": 15, "config": "det-s"}, checkpoint)
     export(checkpoint, tmp_path / "face-detector.onnx", {})
-    detector = OnnxFaceDetector(tmp_path / "face-detector.onnx", min_score=0.05, pixels=128 * 128)
+    detector = OnnxFaceDetector(tmp_path / "face-detector.onnx", min_score=0.05, pixels=(128 * 128,))
     photo = (images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     with torch.no_grad():
         expected = decode(net(torch.as_tensor(photo).permute(2, 0, 1)[None].float() / 255), 0.05, top=10**6)[0].numpy()

@@ -4,9 +4,10 @@ A *face box* is the box of the 68 iBUG landmarks (see `crop.py`). Each detector 
 kind of box, so each carries a `BoxConvention` that maps its boxes onto face boxes; the numbers were
 measured by `training/calibrate_detectors.py` (detector box against the network's own landmarks on
 real photos). Detectors are looked up by name in `DETECTORS`; each imports its own package when
-made, so that a detector whose package is not installed is left out. MediaPipe's detector (bundled in
-its wheel, the `mediapipe` extra) runs first; OpenCV's Haar cascades (frontal and profile, bundled in
-opencv-python-headless, the `haar` extra) are the fallback.
+made, so that a detector whose package is not installed is left out. By default MediaPipe's detector
+(bundled in its wheel, the `mediapipe` extra, Python ≤ 3.12) runs first where it is installed, and
+facevox's own ONNX detector (shipped in the package) finds the faces it misses, or all of them where
+MediaPipe is absent. OpenCV's Haar cascades (the `haar` extra) can be named but are not a default.
 """
 
 from __future__ import annotations
@@ -167,15 +168,17 @@ class HaarDetector:
 
 
 class OnnxFaceDetector:
-    """facevox's own detector (`training/train_detector.py`), run by onnxruntime: the photo scaled to
-    about `pixels` pixels (at most twice its size), one pass of a small fully convolutional network,
-    face centres as peaks of its centre map. Its boxes are face boxes already (the box of the 68
+    """facevox's own detector (`training/train_detector.py`), run by onnxruntime: a small fully
+    convolutional network run on the photo scaled to each of `pixels` pixel counts (at most twice the
+    photo's size; one level by default, 512² pixels, which found more held-out faces than 448² or 640²,
+    and two levels added false detections), face centres as peaks of its centre map; `detect_faces`
+    merges the levels' boxes. Its boxes are face boxes already (the box of the 68
     landmarks), so its convention is the identity."""
 
     name = "facevox"
     convention = BoxConvention()
 
-    def __init__(self, path=None, min_score: float | None = None, pixels: int = 640 * 640, threads: int | None = None):
+    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (512 * 512,), threads: int | None = None):
         import json
 
         import onnxruntime
@@ -192,8 +195,11 @@ class OnnxFaceDetector:
         self.pixels, self.stride, self.multiple = pixels, int(self.info["stride"]), int(self.info["multiple"])
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        return [found for pixels in self.pixels for found in self.detect_at(image, pixels)]
+
+    def detect_at(self, image: np.ndarray, pixels: int) -> list[Detection]:
         height, width = image.shape[:2]
-        scale = min(2.0, float(np.sqrt(self.pixels / (height * width))))
+        scale = min(2.0, float(np.sqrt(pixels / (height * width))))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0)) if size != (width, height) else image
         padded = np.zeros((-(-size[1] // self.multiple) * self.multiple, -(-size[0] // self.multiple) * self.multiple, 3), np.float32)
@@ -280,7 +286,7 @@ DETECTORS: dict[str, type] = {
     "mediapipe": MediaPipeDetector,  # pip install facevox[mediapipe]
     "haar": HaarDetector,  # pip install facevox[haar]
 }
-DEFAULT_DETECTORS = ("mediapipe", "haar")  # tried in this order; those not installed are left out
+DEFAULT_DETECTORS = ("mediapipe", "facevox")  # tried in this order; those not installed are left out
 
 
 def detectors_by_name(names: str) -> list[Detector]:
