@@ -24,6 +24,10 @@ runs it (large photos shrunk, overlapping boxes merged, boxes in the photo's own
   astronaut enlarged to 3000 px on grey; one warm-up, then the median of --repeats runs of process CPU
   time (all threads) and of wall time, on this machine as it is (os.cpu_count() in the JSON).
 
+--check passes each detector's boxes through the pipeline's check (the volume network's first pass on
+the box's crop must see a face: facevox.api.Settings.min_evidence) before anything else; CPU times
+stay the detectors' own.
+
 --per-bin N measures only the first N photos of each |yaw| bin of aflw-faces and aflw2000-dev (in the
 order of their labels.npz); the JSON says how many were measured. Writes bench/results/detection.json.
 """
@@ -98,16 +102,33 @@ class Runner:
     """Each base detector made once; each photo's detections per base detector computed once, so that
     "a+b" costs nothing more than a and b (detect_faces stops at the first detector that finds a face)."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], check: bool = False):
         from facevox.faces import DETECTORS
 
         self.names = names
         self.bases = {base: DETECTORS[base]() for name in names for base in name.split("+")}
+        self.network = None
+        if check:  # the pipeline's check: a detection stays only where the network sees a face
+            from facevox.api import Settings
+            from facevox.volume import VolumeModel
+
+            self.network, self.min_evidence = VolumeModel(mirror=False), Settings().min_evidence
+
+    def checked(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """The boxes whose first-pass crop the network calls a face (as Reconstructor.reconstruct_face)."""
+        from facevox import crop
+
+        if self.network is None or not boxes:
+            return boxes
+        size = self.network.input_size
+        crops = np.stack([crop.crop_image(image, crop.crop_matrix(box, size), size) for box in boxes])
+        outputs = self.network(crops, surface=False)
+        return [box for box, output in zip(boxes, outputs) if output.evidence() >= self.min_evidence]
 
     def boxes(self, image: np.ndarray) -> dict[str, list[np.ndarray]]:
         from facevox.faces import detect_faces
 
-        per_base = {base: [d.box for d in detect_faces(image, [detector])] for base, detector in self.bases.items()}
+        per_base = {base: self.checked(image, [d.box for d in detect_faces(image, [detector])]) for base, detector in self.bases.items()}
         found = {}
         for name in self.names:
             found[name] = next((per_base[b] for b in name.split("+") if per_base[b]), [])
@@ -225,13 +246,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--per-bin", type=int, help="only the first N photos of each |yaw| bin of the aflw sets")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--check", action="store_true", help="keep only detections the volume network calls a face (Settings.min_evidence), as the pipeline does")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detection.json")
     args = parser.parse_args()
 
     from training.splits import celeb_faces, real_faces
 
     names = args.detectors.split(",")
-    runner = Runner(names)
+    runner = Runner(names, args.check)
     started = time.perf_counter()
     sets = {}
     sets["group-photos"] = group_photos(runner, args.data / "group-photos")

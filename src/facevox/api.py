@@ -31,7 +31,9 @@ class Settings:
     the same vertices every time, a UV texture, 53 ARKit blendshapes; facevox.head), "surface" keeps
     only the volumetric surface of the visible face (Face.mesh, always made), "both" both. smooth: Taubin iterations of the closed body (solid); max_triangles:
     decimate above this (0 = never); refine: re-crop once from the network's own landmarks (steadier
-    crops, twice the network time); mirror: average the second pass's volume and landmark maps with
+    crops, twice the network time); min_evidence: drop a detection where the network's landmark
+    heatmaps peak below this on average (`facevox.landmarks.face_evidence`; 0 keeps every detection;
+    where a network stage leaves the heatmaps out, as the GPU batch path does, nothing is dropped); mirror: average the second pass's volume and landmark maps with
     those of the mirrored crop (facevox.volume.VolumeModel's mirror: smaller surface and landmark errors
     for a third network run; applies to the default onnxruntime network, a `network` passed in keeps its
     own)."""
@@ -42,6 +44,7 @@ class Settings:
     mirror: bool = True
     solid: bool = False  # also build the surface's closed body (Face.extras['solid']) for its STL
     mesh: str = "head"
+    min_evidence: float = 0.4
 
     def __post_init__(self):
         if self.mesh not in MESH_CHOICES:
@@ -69,9 +72,17 @@ class Reconstructor:
         first (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and
         NoFaceError when no face is found."""
         clock = Clock()
-        photo, detections = self.find_faces(source, all_faces, clock)
-        faces = [self.reconstruct_face(photo, d, clock) for d in detections]
+        photo, detections = self.find_faces(source, True, clock)
+        faces = []
+        for detection in detections:
+            face = self.reconstruct_face(photo, detection, clock)
+            if face is not None:
+                faces.append(face)
+                if not all_faces:
+                    break
         self.timings = clock.laps
+        if not faces:
+            raise NoFaceError("no face found in the photo")
         return faces
 
     def find_faces(self, source, all_faces: bool = True, clock: "Clock | None" = None) -> tuple[Photo, list[Detection]]:
@@ -95,7 +106,7 @@ class Reconstructor:
 
     def reconstruct_face(self, photo: Photo | np.ndarray, detection: Detection, clock: "Clock | None" = None) -> Face:
         """One face, from a detection (a face box in photo pixels) and the decoded photo (or an image
-        array, the photo at full size)."""
+        array, the photo at full size); None where the network sees no face there (Settings.min_evidence)."""
         clock = clock or Clock()
         photo = photo if isinstance(photo, Photo) else Photo(photo)
         pixels_to_photo, size = photo.to_photo(), self.model.input_size
@@ -106,6 +117,9 @@ class Reconstructor:
         matrix = crop_rule.crop_matrix(detection.box, size)
         refine = self.settings.refine  # then the first pass needs only the landmarks
         output = self.model(crop(matrix), surface=not refine)[0]
+        evidence = output.evidence()
+        if evidence is not None and evidence < self.settings.min_evidence:
+            return None
         points = output.landmarks(size)
         if refine:  # the network's landmarks give the face box exactly by the crop rule's convention
             marks = mesh.points_to_photo(points, matrix)[:, :2]

@@ -38,3 +38,10 @@ def from_heatmaps(heatmaps: np.ndarray, landmark_depth: np.ndarray, input_size: 
             ci, cj = float(i), float(j)
         points[n] = (stride * cj + (stride - 1) / 2, stride * ci + (stride - 1) / 2, landmark_depth[n, i, j])
     return points
+
+
+def face_evidence(heatmaps: np.ndarray) -> float:
+    """How surely the network sees a face in its crop: the mean over the 68 landmark heatmaps of each
+    one's peak. On held-out photos' faces it was at least 0.52 (median 0.78), on renders up to 90° yaw
+    at least 0.65, and on crops of face-free pictures at most 0.35 (`Settings.min_evidence`)."""
+    return float(heatmaps.reshape(len(heatmaps), -1).max(axis=1).mean())

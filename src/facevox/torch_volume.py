@@ -42,6 +42,11 @@ def front_depth(volume, level: float = 0.5):
     return torch.where(mask, depth, torch.full_like(depth, float("inf"))), mask
 
 
+def evidence_of(heatmaps):
+    """(n, 68, H, H) heatmaps on the device → (n,) facevox.landmarks.face_evidence, by the same rule."""
+    return heatmaps.float().flatten(2).amax(2).mean(1)
+
+
 def landmarks_from_heatmaps(heatmaps, landmark_depth, input_size: int):
     """facevox.landmarks.from_heatmaps on a batch of torch heatmaps and depth maps (n, 68, H, H), on their
     device → (n, 68, 3) float32 points (x, y, k) in crop pixels, by the same rule and cell convention."""
@@ -133,6 +138,7 @@ class TorchVolumeModel:
             volume, heatmaps, depth = self.forward(crops, surface)
             points = landmarks_from_heatmaps(heatmaps, depth, self.input_size).cpu().numpy().astype(np.float64)
             if not surface:
-                return [NetworkOutput(None, None, None, points=p) for p in points]
+                evidence = evidence_of(heatmaps).cpu().numpy()
+                return [NetworkOutput(None, None, None, points=p, face_evidence=float(e)) for p, e in zip(points, evidence)]
             volume, heatmaps, depth = (t.cpu().numpy() for t in (volume, heatmaps, depth))
         return [NetworkOutput(v, h, d, points=p) for v, h, d, p in zip(volume, heatmaps, depth, points)]

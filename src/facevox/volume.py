@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facevox.landmarks import from_heatmaps, mirror_maps
+from facevox.landmarks import face_evidence, from_heatmaps, mirror_maps
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "vrn-hg2-w192"
@@ -23,7 +23,7 @@ DEFAULT_MODEL = "vrn-hg2-w192"
 class NetworkOutput:
     """volume (D, s, s) occupancy in [0, 1], indexed [k, y, x]; heatmaps and landmark_depth (68, H, H).
     points: the landmarks (`landmarks`) where the network stage already found them (on a GPU); then the
-    heatmaps and depths may be left out (None). front: the volume's front depth and mask
+    heatmaps and depths may be left out (None), and face_evidence carries their evidence. front: the volume's front depth and mask
     (`facevox.mesh.front_depth`) where the network stage already made them (a GPU does it at a fraction of
     the cost); then the volume may be left out. A landmarks-only pass (surface=False) may leave out both."""
 
@@ -32,10 +32,18 @@ class NetworkOutput:
     landmark_depth: np.ndarray | None
     front: tuple[np.ndarray, np.ndarray] | None = None
     points: np.ndarray | None = None
+    face_evidence: float | None = None  # where the network stage already measured it (on a GPU)
 
     def landmarks(self, input_size: int) -> np.ndarray:
         """(68, 3) points (x, y, k) in crop pixels: `points`, or `facevox.landmarks.from_heatmaps`."""
         return self.points if self.points is not None else from_heatmaps(self.heatmaps, self.landmark_depth, input_size)
+
+    def evidence(self) -> float | None:
+        """`facevox.landmarks.face_evidence`: as measured by the network stage, or of the heatmaps; None
+        where neither is there."""
+        if self.face_evidence is not None:
+            return self.face_evidence
+        return None if self.heatmaps is None else face_evidence(self.heatmaps)
 
     def front_depth(self) -> tuple[np.ndarray, np.ndarray]:
         from facevox.mesh import front_depth

@@ -41,7 +41,7 @@ class NetworkServerError(RuntimeError):
 def _layout(info: dict, volume: bool) -> dict[str, tuple[tuple[int, ...], type]]:
     s, d, n = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks"))
     layout = {"crops": ((s, s, 3), np.uint8), "surface": ((), np.bool_), "points": ((n, 3), np.float32),
-              "front": ((s, s), np.float32), "mask": ((s, s), np.bool_)}
+              "evidence": ((), np.float32), "front": ((s, s), np.float32), "mask": ((s, s), np.bool_)}
     return layout | ({"volume": ((d, s, s), np.uint8)} if volume else {})
 
 
@@ -76,14 +76,14 @@ def answer(model, arrays: dict[str, np.ndarray], slots: list[int], buffers: dict
     one's landmarks to its slot, and its front depth and mask (and volume) if its surface flag is set."""
     import torch
 
-    from facevox.torch_volume import front_depth, landmarks_from_heatmaps
+    from facevox.torch_volume import evidence_of, front_depth, landmarks_from_heatmaps
 
     buffers["crops"][:len(slots)].numpy()[...] = arrays["crops"][slots]
     surface = arrays["surface"][slots]
     full = [slot for slot, wanted in zip(slots, surface) if wanted]
     with torch.inference_mode():
         volume, heatmaps, depth = model.forward(buffers["crops"][:len(slots)], surface)
-        outputs = {"points": landmarks_from_heatmaps(heatmaps, depth, model.input_size)}
+        outputs = {"points": landmarks_from_heatmaps(heatmaps, depth, model.input_size), "evidence": evidence_of(heatmaps)}
         if full:
             outputs["front"], outputs["mask"] = front_depth(volume)
             if "volume" in arrays:
@@ -93,7 +93,7 @@ def answer(model, arrays: dict[str, np.ndarray], slots: list[int], buffers: dict
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
     for name, tensor in outputs.items():
-        arrays[name][slots if name == "points" else full] = buffers[name][:len(tensor)].numpy()
+        arrays[name][slots if name in ("points", "evidence") else full] = buffers[name][:len(tensor)].numpy()
 
 
 @dataclass
@@ -288,7 +288,7 @@ class NetworkClient:
             raise NetworkServerError(f"the network process failed: {error}")
         points = arrays["points"].astype(np.float64)
         if not surface:
-            return NetworkOutput(None, None, None, points=points)
+            return NetworkOutput(None, None, None, points=points, face_evidence=float(arrays["evidence"]))
         volume = np.divide(arrays["volume"], 255, dtype=np.float32) if "volume" in arrays else None
         front = (arrays["front"].astype(np.float64), arrays["mask"].copy())
         return NetworkOutput(volume, None, None, front, points)
