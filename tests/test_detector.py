@@ -92,7 +92,7 @@ def test_training_steps_export_and_the_runtime_decoder(tmp_path):
     net.eval()
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"model": net.state_dict(), "optimizer": {}, "step": 15, "config": "det-s"}, checkpoint)
-    export(checkpoint, tmp_path / "face-detector.onnx", {})
+    export(checkpoint, tmp_path / "face-detector.onnx")
     detector = OnnxFaceDetector(tmp_path / "face-detector.onnx", min_score=0.05, pixels=(128 * 128,))
     photo = (images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     with torch.no_grad():

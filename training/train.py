@@ -160,11 +160,16 @@ def net_device(net):
     return next(net.parameters()).device
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def config_from_command_line(config: dict, description: str) -> dict:
+    """The config with every key overridable as --key value (underscores as dashes)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for key, value in config.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
-    cfg = vars(parser.parse_args())
+    return vars(parser.parse_args())
+
+
+def main():
+    cfg = config_from_command_line(config, __doc__)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     torch.backends.cudnn.benchmark = True

@@ -11,7 +11,6 @@ Loss: CenterNet's focal loss on the face-centre map, L1 on log size and centre o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from training import sfm
 from training.detector_net import STRIDE, DetectorNet, decode
 from training.fit import project
 from training.scenes import Picture, SceneMaker, face_boxes, face_free_pictures
+from training.train import config_from_command_line
 
 config = dict(
     net="det-s",
@@ -151,10 +151,11 @@ class CropPool:
 
     def __init__(self, sources, size: int, seed: int):
         self.sources, self.seed = sources, seed
-        first = self.render(min(size, 256), seed)
-        self.images = torch.zeros((size, *first[0].shape[1:]), dtype=torch.uint8).share_memory_()
+        images, marks = self.render(min(size, 256), seed)
+        self.images = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8).share_memory_()
         self.landmarks = torch.zeros((size, 68, 2)).share_memory_()
-        for start in range(0, size, 256):
+        self.images[:len(images)], self.landmarks[:len(images)] = images, marks
+        for start in range(len(images), size, 256):
             self.renew(torch.arange(start, min(size, start + 256)), seed + start)
 
     def render(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +196,7 @@ class SceneStream(torch.utils.data.IterableDataset):
             yield (images * 255).round().byte(), faces
 
 
-def export(checkpoint: Path, target: Path, cfg: dict) -> None:
+def export(checkpoint: Path, target: Path) -> None:
     """Checkpoint → ONNX (dynamic height and width) + the JSON contract beside it."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     net = DetectorNet(state["config"]).eval()
@@ -214,14 +215,11 @@ def export(checkpoint: Path, target: Path, cfg: dict) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, value in config.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
-    cfg = vars(parser.parse_args())
+    cfg = config_from_command_line(config, __doc__)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     if cfg["export"]:
-        export(out / "ckpt.pt", Path(cfg["export"]), cfg)
+        export(out / "ckpt.pt", Path(cfg["export"]))
         return
     device = torch.device(cfg["device"])
     torch.backends.cudnn.benchmark = True
