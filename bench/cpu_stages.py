@@ -61,7 +61,7 @@ def photo_stages(reconstructor, path: str) -> list[dict[str, float]]:
 
     clock = Clock(time.process_time)
     try:
-        photo, detections = reconstructor.find_faces(path, True, clock)
+        photo, detections = reconstructor.find_faces(path, clock)
     except NoFaceError:
         return []
     shared = {stage: clock.laps[stage] / len(detections) for stage in ("decode", "detect")}

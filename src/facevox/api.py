@@ -72,7 +72,7 @@ class Reconstructor:
         first (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and
         NoFaceError when no face is found."""
         clock = Clock()
-        photo, detections = self.find_faces(source, True, clock)
+        photo, detections = self.find_faces(source, clock)
         faces = []
         for detection in detections:
             face = self.reconstruct_face(photo, detection, clock)
@@ -85,7 +85,7 @@ class Reconstructor:
             raise NoFaceError("no face found in the photo")
         return faces
 
-    def find_faces(self, source, all_faces: bool = True, clock: "Clock | None" = None) -> tuple[Photo, list[Detection]]:
+    def find_faces(self, source, clock: "Clock | None" = None) -> tuple[Photo, list[Detection]]:
         """The photo, decoded as small as its faces allow (a large JPEG at 1/2 to 1/8 of its size: far
         faster), and the faces' boxes in the photo's own pixels, largest first. NoFaceError if none."""
         clock = clock or Clock()
@@ -97,7 +97,6 @@ class Reconstructor:
         clock.lap("detect")
         if not detections:
             raise NoFaceError("no face found in the photo")
-        detections = detections if all_faces else detections[:1]
         finest = min(crop_rule.reduction(d.box, self.model.input_size) for d in detections)
         if finest < photo.reduction:  # a face too small for the pixels decoded: decode finer
             photo = file.decode(finest)
