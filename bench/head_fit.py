@@ -124,7 +124,7 @@ def render_ict(source, model, ids, count: int, seed: int, identity=None, rng_pos
     yaw, pitch, roll = rng.uniform(-90, 90, count), rng.uniform(-30, 30, count), rng.uniform(-20, 20, count)
     g = torch.Generator().manual_seed(seed)
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)
-    batch = source.render(t(shapes), t(yaw), t(pitch), t(roll), g, seed)
+    batch = source.render(t(shapes), t(yaw), t(pitch), t(roll), g)
     crops = (batch.image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     return crops, batch, np.c_[yaw, pitch, roll], identities, expressions
 

@@ -89,7 +89,7 @@ def render_views(model: SurreyModel, count: int, seed: int = 0):
     images, verts, depths, masks = [], [], [], []
     for start in range(0, count, 16):
         part = slice(start, start + 16)
-        batch = source.render(vertices[part], yaw[part], pitch[part], roll[part], g, degrade=False)
+        batch = source.render(vertices[part], yaw[part], pitch[part], roll[part], g, camera_effects=False)
         images.append((batch.image.permute(0, 2, 3, 1) * 255).round().byte().numpy())
         verts.append(batch.vertices.numpy())
         depths.append(batch.depth.numpy())

@@ -15,11 +15,14 @@ saves the checkpoint; the next call resumes it. The loss log is appended to OUT/
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import time
 from pathlib import Path
+from queue import Queue
+from threading import Thread
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +53,8 @@ config = dict(
     heatmap_sigma=1.5,  # in heatmap cells
     seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
     eval_every=500,
+    ahead=2,  # batches drawn ahead in a background thread on their own CUDA stream (0: in the loop)
+    compile=0,  # 1: torch.compile the network and losses (pays a compile of about a minute at start)
     minutes=8.5,
     out="runs/main",
     init_onnx="",
@@ -139,6 +144,51 @@ def losses(net: VolumeNet, batch, cfg) -> dict[str, torch.Tensor]:
     return parts
 
 
+def train_step(step_losses, net: VolumeNet, optimizer, batch, cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step on a batch; `step_losses` is `losses` or its compiled form."""
+    batch.image = batch.image.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.image.is_cuda):
+        parts = step_losses(net, batch, cfg)
+    loss = sum(cfg[f"{name}_weight"] * part for name, part in parts.items())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optimizer.step()
+    return loss, parts
+
+
+def batches(source, batch_size: int, seeds, ahead: int, device: str):
+    """Yields source.sample(batch_size, seed) for each seed. With ahead > 0 on CUDA a background thread
+    draws up to `ahead` batches in advance on its own stream, so data synthesis (and its host round
+    trips) overlaps the training steps instead of stalling them."""
+    if ahead <= 0 or torch.device(device).type != "cuda":
+        for seed in seeds:
+            yield source.sample(batch_size, seed)
+        return
+    queue, stream = Queue(maxsize=ahead), torch.cuda.Stream()
+
+    def produce():
+        try:
+            with torch.cuda.stream(stream):
+                for seed in seeds:
+                    batch = source.sample(batch_size, seed)
+                    ready = torch.cuda.Event()
+                    ready.record(stream)
+                    queue.put((batch, ready))
+        except BaseException as error:  # handed to the training loop, which raises it
+            queue.put((error, None))
+
+    Thread(target=produce, daemon=True).start()
+    while True:
+        batch, ready = queue.get()
+        if ready is None:
+            raise batch
+        torch.cuda.current_stream().wait_event(ready)
+        for tensor in vars(batch).values():
+            tensor.record_stream(torch.cuda.current_stream())
+        yield batch
+
+
 @torch.no_grad()
 def evaluate(net: VolumeNet, source, batches: int = 4, batch_size: int = 16) -> dict[str, float]:
     """Volumetric IoU and losses on a fixed held-out synthetic set."""
@@ -168,13 +218,9 @@ def config_from_command_line(config: dict, description: str) -> dict:
     return vars(parser.parse_args())
 
 
-def main():
-    cfg = config_from_command_line(config, __doc__)
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
+def build_sources(cfg: dict):
+    """The training source (synthetic faces, mixed with real photos when real_labels is set) and the
+    held-out synthetic and real sources that `evaluate` reads (the real one None without labels)."""
     model = sfm.load(cfg["sfm"] or None, landmarks=cfg["landmarks"])
     photos = load_photos(real_faces(Path(cfg["photos"]), "train")) if cfg["photos"] else None
     source = SyntheticFaces(model, photos, device=cfg["device"])
@@ -192,7 +238,17 @@ def main():
         except FileNotFoundError:
             pass
         print(f"real photos: {real.count} for training, {held_out_real.count if held_out_real else 0} held out", flush=True)
+    return source, held_out, held_out_real
 
+
+def main():
+    cfg = config_from_command_line(config, __doc__)
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    source, held_out, held_out_real = build_sources(cfg)
     torch.manual_seed(cfg["seed"])
     net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -219,24 +275,18 @@ def main():
 
     log = open(out / "log.jsonl", "a")
     started, last = time.time(), time.time()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg["device"] == "cuda")
     last_step = cfg["stop_step"] or cfg["total_steps"]
+    step_losses = torch.compile(losses) if cfg["compile"] else losses
+    stream = batches(source, cfg["batch_size"], (cfg["seed"] * 10**7 + s for s in itertools.count(step)), cfg["ahead"], cfg["device"])
     while step < last_step and time.time() - started < cfg["minutes"] * 60:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        batch = source.sample(cfg["batch_size"], cfg["seed"] * 10**7 + step)
-        batch.image = batch.image.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            parts = losses(net, batch, cfg)
-        loss = sum(cfg[f"{name}_weight"] * part for name, part in parts.items())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
+        loss, parts = train_step(step_losses, net, optimizer, next(stream), cfg)
         step += 1
         if step % 50 == 0 or step == 1:
             record = {"step": step, "lr": lr_at(step), "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
-                      "steps_per_s": 50 / (time.time() - last) if step > 1 else 0.0}
+                      "steps_per_s": 50 / (time.time() - last) if step > 1 else 0.0,
+                      "samples_per_s": 50 * cfg["batch_size"] / (time.time() - last) if step > 1 else 0.0}
             last = time.time()
             if step % cfg["eval_every"] == 0:
                 record.update(evaluate(net, held_out))

@@ -17,7 +17,6 @@ source's device (CPU or CUDA).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -96,7 +95,6 @@ class RealFaces:
         self.zooms = tensor(np.array(zooms))
         self.quality = torch.cat([self._visibility(self.placed[i : i + 64]) for i in range(0, self.count, 64)])
         self.skin = self._skin()
-        self.jpeg_pool = ThreadPoolExecutor(8)
 
     @classmethod
     def from_folder(cls, model: SurreyModel, labels_dir, photo_root, split: str = "train", sets=None, **kwargs):
@@ -215,7 +213,7 @@ class RealFaces:
         background = push_pull(photo, (~old_face).float())
         turned_image = torch.where(mask[:, None], face, background)
         image = torch.where(keep[:, None, None, None], photo, turned_image)
-        image = degrade(image, g, self.jpeg_pool)
+        image = degrade(image, g)
 
         mask = closed
         pose = torch.stack([yaw1, pitch, roll], -1)

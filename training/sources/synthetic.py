@@ -7,7 +7,6 @@ batch; held-out sets use seeds that training never reaches.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from facevox.crop import CROP_SCALE, CROP_SHIFT_Y
 from training.render import splat, vertex_normals
 from training.sfm import SurreyModel
+from training.jpeg import jpeg_roundtrip
 from training.sources import Batch
 
 LANDMARK_GROUPS = {
@@ -97,7 +97,6 @@ class SyntheticFaces:
         self.smooth_basis = self._smooth_fields(model.mean)
         photos = photos if photos is not None else np.zeros((0, 1, 1, 3), np.uint8)
         self.photos = as_tensor(photos, torch.uint8).permute(0, 3, 1, 2)
-        self.jpeg_pool = ThreadPoolExecutor(8)
         self.textures = None if textures is None or len(textures) == 0 else as_tensor(textures)
         self.texture_fraction = texture_fraction
 
@@ -123,9 +122,9 @@ class SyntheticFaces:
         yaw = (rand(b) * 2 - 1) * self.max_yaw
         pitch = (rand(b) * 2 - 1) * 35
         roll = (rand(b) * 2 - 1) * 30
-        return self.render(vertices, yaw, pitch, roll, g, seed)
+        return self.render(vertices, yaw, pitch, roll, g)
 
-    def render(self, vertices, yaw, pitch, roll, g, seed: int = 0, degrade: bool = True) -> Batch:
+    def render(self, vertices, yaw, pitch, roll, g, camera_effects: bool = True) -> Batch:
         """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops, shaded and composed."""
         turned = vertices @ rotation_matrices(yaw, pitch, roll).transpose(1, 2)
         turned = turned * torch.tensor([1.0, -1.0, -1.0], device=self.device)  # model frame → x right, y down, depth away
@@ -134,8 +133,8 @@ class SyntheticFaces:
         image, zbuffer, mask = splat(crop_vertices, self.triangles, colours, self.size)
         image, zbuffer, mask = close_mouth(image, zbuffer, mask)
         image = self._compose(image, mask, crop_vertices[:, self.landmarks], g)
-        if degrade:
-            image = self._degrade(image, g, seed)
+        if camera_effects:
+            image = degrade(image, g)
         return Batch(
             image=image, depth=zbuffer, mask=mask, landmarks=crop_vertices[:, self.landmarks],
             pose=torch.stack([yaw, pitch, roll], -1), vertices=crop_vertices,
@@ -238,12 +237,8 @@ class SyntheticFaces:
         image = torch.where(occluder[:, None], rand(b, 3, 1, 1), image)
         return image
 
-    def _degrade(self, image, g, seed) -> torch.Tensor:
-        return degrade(image, g, self.jpeg_pool)
-
-
-def degrade(image: torch.Tensor, g: torch.Generator, pool: ThreadPoolExecutor) -> torch.Tensor:
-    """Camera and compression effects on (b, 3, s, s) images: colour, blur, resolution, noise, JPEG."""
+def degrade(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Camera and compression effects on (b, 3, s, s) images: colour, blur, resolution, noise, JPEG (on the images' device)."""
     b, s, dev = image.shape[0], image.shape[-1], image.device
     rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
     image = image.clamp(0, 1) ** (0.7 + 0.6 * rand(b, 1, 1, 1))
@@ -257,18 +252,10 @@ def degrade(image: torch.Tensor, g: torch.Generator, pool: ThreadPoolExecutor) -
     image = torch.where(pick < 0.2, low, torch.where(pick < 0.5, blurred, image))
     image = image + randn_like(image, g) * (rand(b, 1, 1, 1) * 0.04)
     image = image.clamp(0, 1)
-    quality = (rand(b) * 65 + 30).tolist()
-    use_jpeg = (rand(b) < 0.5).tolist()
-    pixels = (image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-    def compress(i):
-        if not use_jpeg[i]:
-            return pixels[i]
-        ok, data = cv2.imencode(".jpg", pixels[i], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-
-    out = np.stack(list(pool.map(compress, range(b))))
-    return torch.from_numpy(out).to(dev).permute(0, 3, 1, 2).float() / 255
+    quality = rand(b) * 65 + 30
+    use_jpeg = rand(b, 1, 1, 1) < 0.5
+    image = torch.where(use_jpeg, jpeg_roundtrip(image, quality), (image * 255).round() / 255)
+    return image
 
 
 def to_crop(turned: torch.Tensor, landmarks: torch.Tensor, g: torch.Generator, size: int, volume_depth: int,
