@@ -168,3 +168,24 @@ def test_landmark_conventions_by_name(model):
     assert set(changed) <= set(sfm.NOSE_BRIDGE) and len(changed) >= 1
     moved, today = bridge.mean[bridge.landmarks[27]], model.mean[model.landmarks[27]]
     assert abs(moved[0]) < 2.0 and moved[1] < today[1]  # on the midline, lower down the bridge
+
+
+def test_jpeg_in_torch_matches_a_real_encoder():
+    """training.jpeg's round trip degrades a photo as much as OpenCV's libjpeg does, and the same way."""
+    cv2 = pytest.importorskip("cv2")
+    from skimage import data
+
+    from training.jpeg import jpeg_roundtrip
+
+    photo = cv2.resize(data.astronaut(), (192, 192), interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+
+    def psnr(a, b):
+        return 10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+    for quality in (30, 60, 90):
+        _, encoded = cv2.imencode(".jpg", photo[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        reference = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
+        ours = (jpeg_roundtrip(image, torch.tensor([quality]))[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        assert abs(psnr(ours, photo) - psnr(reference, photo)) < 0.5  # the same loss of quality
+        assert psnr(ours, reference) > 38  # and much the same pixels
