@@ -151,15 +151,19 @@ def main():
     parser.add_argument("--sets", nargs="+", default=list(PAD))
     parser.add_argument("--limit", type=int, default=0, help="at most this many photos per set (0 = all)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--detectors", default="", help='face detectors as "a+b" (facevox.faces.DETECTORS; default: the installed defaults)')
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy_real.json"))
     args = parser.parse_args()
 
     import facevox
 
     model = sfm.load()
-    recon = facevox.Reconstructor(args.model, threads=args.threads or None)
+    from facevox.faces import detectors_by_name
+
+    detectors = detectors_by_name(args.detectors) if args.detectors else None
+    recon = facevox.Reconstructor(args.model, detectors=detectors, threads=args.threads or None)
     started = time.time()
-    results = {"model": str(Path(args.model).name), "sets": {}}
+    results = {"model": str(Path(args.model).name), "detectors": [type(d).__name__ for d in recon.detectors], "sets": {}}
     all_rows = []
     for name in args.sets:
         rows = run_set(name, Path(args.data) / name, Path(args.labels) / f"{name}.npz", recon, model, args.limit)

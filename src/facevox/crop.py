@@ -62,11 +62,8 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def crop_image(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Warp an (h, w, 3) uint8 photo into the (size, size, 3) crop, bilinear; outside the photo is black
-    (samples that straddle its edge blend into black, as OpenCV's warpAffine with a constant border)."""
-    from scipy import ndimage
+    """Warp an (h, w, 3) uint8 photo into the (size, size, 3) crop, bilinear; outside the photo is black."""
+    import cv2
 
-    inverse = invert(matrix)  # crop (x, y) -> photo (x, y); ndimage wants (row, column)
-    rows_cols, offset = inverse[::-1, 1::-1], inverse[::-1, 2]
-    return np.stack([ndimage.affine_transform(image[:, :, channel], rows_cols, offset, output_shape=(size, size),
-                                              order=1, mode="grid-constant", cval=0) for channel in range(image.shape[2])], axis=-1)
+    return cv2.warpAffine(image, np.asarray(matrix, np.float64), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
