@@ -98,15 +98,21 @@ def pair(detected: list[np.ndarray], labelled: list[np.ndarray]) -> list[tuple[i
     return pairs
 
 
+def make_detector(name: str):
+    """A detector by its DETECTORS name; "facevox@2" is facevox's own detector on 2 onnxruntime threads."""
+    from facevox.faces import DETECTORS
+
+    base, _, threads = name.partition("@")
+    return DETECTORS[base](threads=int(threads)) if threads else DETECTORS[base]()
+
+
 class Runner:
     """Each base detector made once; each photo's detections per base detector computed once, so that
     "a+b" costs nothing more than a and b (detect_faces stops at the first detector that finds a face)."""
 
     def __init__(self, names: list[str], check: bool = False):
-        from facevox.faces import DETECTORS
-
         self.names = names
-        self.bases = {base: DETECTORS[base]() for name in names for base in name.split("+")}
+        self.bases = {base: make_detector(base) for name in names for base in name.split("+")}
         self.network = None
         if check:  # the pipeline's check: a detection stays only where the network sees a face
             from facevox.api import Settings
@@ -221,11 +227,11 @@ def timing_photos() -> dict[str, np.ndarray]:
 
 
 def cpu_times(names: list[str], repeats: int) -> dict:
-    from facevox.faces import detect_faces, detectors_by_name
+    from facevox.faces import detect_faces
 
     photos, result = timing_photos(), {}
     for name in names:
-        detectors, result[name] = detectors_by_name(name), {}
+        detectors, result[name] = [make_detector(base) for base in name.split("+")], {}
         for size, photo in photos.items():
             detect_faces(photo, detectors)  # warm-up
             cpu, wall = [], []
@@ -247,6 +253,7 @@ def main() -> None:
     parser.add_argument("--per-bin", type=int, help="only the first N photos of each |yaw| bin of the aflw sets")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--check", action="store_true", help="keep only detections the volume network calls a face (Settings.min_evidence), as the pipeline does")
+    parser.add_argument("--timing-only", action="store_true", help="only the CPU times, no photo sets")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detection.json")
     args = parser.parse_args()
 
@@ -256,6 +263,14 @@ def main() -> None:
     runner = Runner(names, args.check)
     started = time.perf_counter()
     sets = {}
+    if args.timing_only:
+        cpu = cpu_times(names, args.repeats)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"what": "CPU and wall time of facevox.faces.detect_faces per photo (bench/detection.py)",
+                                        "command": "PYTHONPATH=src:. python bench/detection.py " + " ".join(sys.argv[1:]),
+                                        "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "python": platform.python_version()},
+                                        "detect_faces_time": cpu}, indent=1) + "\n")
+        return
     sets["group-photos"] = group_photos(runner, args.data / "group-photos")
     print("group-photos", json.dumps(sets["group-photos"]), flush=True)
     for set_name, split in (("real-faces", real_faces), ("celeb-faces", celeb_faces)):

@@ -173,12 +173,13 @@ class OnnxFaceDetector:
     photo's size; one level by default, 512² pixels, which found more held-out faces than 448² or 640²,
     and two levels added false detections), face centres as peaks of its centre map; `detect_faces`
     merges the levels' boxes. Its boxes are face boxes already (the box of the 68
-    landmarks), so its convention is the identity."""
+    landmarks), so its convention is the identity. One onnxruntime thread by default: the network is
+    small, and a second thread doubled its CPU time (`bench/detection.py`) for little wall time."""
 
     name = "facevox"
     convention = BoxConvention()
 
-    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (512 * 512,), threads: int | None = None):
+    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (512 * 512,), threads: int | None = 1):
         import json
 
         import onnxruntime
