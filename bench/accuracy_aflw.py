@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, mean_of_bins, point_errors, stratified, summary, yaw_bin
+from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, point_errors, score_by_bin, stratified
 from bench.aflw21 import MeanHead, aflw21
 from training.label_real import prepare
 
@@ -43,24 +43,11 @@ PAD = 0.5  # padding on every side, as a share of the crop's size
 
 def score(errors: dict, yaws: np.ndarray) -> dict:
     """errors: {system: (n, 21) per-point errors, NaN at unlabelled points and for faces not found}."""
-    bins = np.array([yaw_bin(y) for y in yaws])
     found = {s: np.isfinite(e).any(1) for s, e in errors.items()}
-    common = np.logical_and.reduce(list(found.values()))
-    out = {}
+    per_face = {s: np.nanmean(np.where(found[s][:, None], e, 0.0), axis=1) for s, e in errors.items()}
+    out = score_by_bin(per_face, found, yaws)
     for system, e in errors.items():
-        per_face = np.nanmean(np.where(found[system][:, None], e, 0.0), axis=1)
-        report = {"by_bin": {}, "common": {"by_bin": {}}}
-        for name in YAW_BINS:
-            part = bins == name
-            hit = part & found[system]
-            report["by_bin"][name] = {"faces": int(part.sum()), "found": int(hit.sum()),
-                                      "found_share": round(float(hit.sum() / max(part.sum(), 1)), 4), "nme": summary(per_face[hit])}
-            report["common"]["by_bin"][name] = {"faces": int((part & common).sum()), "nme": summary(per_face[part & common])}
-        report["mean_of_bins"] = mean_of_bins(report["by_bin"])
-        report["common"]["mean_of_bins"] = mean_of_bins(report["common"]["by_bin"])
-        report["found"] = int(found[system].sum())
-        report["points"] = [round(float(np.nanmean(e[found[system], p])), 5) for p in range(e.shape[1])]
-        out[system] = report
+        out[system]["points"] = [round(float(np.nanmean(e[found[system], p])), 5) for p in range(e.shape[1])]
     return out
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, group_nme, mean_of_bins, point_errors, stratified, summary, yaw_bin
+from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, group_nme, point_errors, score_by_bin, stratified
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,28 +52,16 @@ def load(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def score(errors: dict, yaws: np.ndarray) -> dict:
     """errors: {system: (n, 68) per-point errors, NaN rows for faces not found} → the report."""
-    bins = np.array([yaw_bin(y) for y in yaws])
     found = {s: np.isfinite(e).all(1) for s, e in errors.items()}
-    common = np.logical_and.reduce(list(found.values()))
-    out = {}
-    for system, e in errors.items():
-        per_face = e.mean(1)
-        report = {"by_bin": {}, "common": {"by_bin": {}}}
-        for name in YAW_BINS:
-            part = bins == name
-            hit = part & found[system]
-            both = part & common
-            report["by_bin"][name] = {
-                "faces": int(part.sum()), "found": int(hit.sum()), "found_share": round(float(hit.sum() / max(part.sum(), 1)), 4),
-                "nme": summary(per_face[hit]), "over_20": round(float((per_face[hit] > 0.2).mean()), 4) if hit.any() else None,
-                "groups": group_nme(e[hit]),
-            }
-            report["common"]["by_bin"][name] = {"faces": int(both.sum()), "nme": summary(per_face[both]), "groups": group_nme(e[both])}
-        report["mean_of_bins"] = mean_of_bins(report["by_bin"])
-        report["common"]["mean_of_bins"] = mean_of_bins(report["common"]["by_bin"])
-        report["found"] = int(found[system].sum())
-        report["over_20"] = round(float((per_face[found[system]] > 0.2).mean()), 4) if found[system].any() else None
-        out[system] = report
+    per_face = {s: e.mean(1) for s, e in errors.items()}
+
+    def details(system, rows):
+        nme = per_face[system][rows]
+        return {"over_20": round(float((nme > 0.2).mean()), 4) if rows.any() else None, "groups": group_nme(errors[system][rows])}
+
+    out = score_by_bin(per_face, found, yaws, details)
+    for system in errors:
+        out[system]["over_20"] = details(system, found[system])["over_20"]
     return out
 
 

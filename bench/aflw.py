@@ -94,6 +94,28 @@ def group_nme(errors: np.ndarray) -> dict:
             for name, part in GROUPS_68.items()}
 
 
+def score_by_bin(per_face: dict, found: dict, yaws: np.ndarray, details=lambda system, rows: {}) -> dict:
+    """Each system's report: per |yaw| bin the faces, how many it found and its NME summary on them,
+    the same NME on the faces every system found (`common`), and both as a mean of bins.
+    per_face, found: {system: (n,) NME, (n,) bool}; details(system, rows) adds fields to each bin's entries."""
+    bins = np.array([yaw_bin(y) for y in yaws])
+    common = np.logical_and.reduce(list(found.values()))
+    out = {}
+    for system, nme in per_face.items():
+        report = {"by_bin": {}, "common": {"by_bin": {}}}
+        for name in YAW_BINS:
+            part = bins == name
+            hit, both = part & found[system], part & common
+            report["by_bin"][name] = {"faces": int(part.sum()), "found": int(hit.sum()), "found_share": round(float(hit.sum() / max(part.sum(), 1)), 4),
+                                      "nme": summary(nme[hit]), **details(system, hit)}
+            report["common"]["by_bin"][name] = {"faces": int(both.sum()), "nme": summary(nme[both]), **details(system, both)}
+        report["mean_of_bins"] = mean_of_bins(report["by_bin"])
+        report["common"]["mean_of_bins"] = mean_of_bins(report["common"]["by_bin"])
+        report["found"] = int(found[system].sum())
+        out[system] = report
+    return out
+
+
 class Systems:
     """facevox, MediaPipe's face mesh and the classic peer, loaded once; `__call__` runs them on a photo."""
 
