@@ -3,8 +3,9 @@
     PYTHONPATH=src:. python bench/detection.py [--detectors mediapipe,haar,mediapipe+haar]
         [--data ../shared/data] [--per-bin N] [--repeats 7] [--out bench/results/detection.json]
 
-Each detector is named as in facevox.faces.DETECTORS; "a+b" is the list [a, b] as facevox runs it (b
-only where a finds no face). Every photo goes through facevox.faces.detect_faces, as the pipeline
+Each detector is named as in facevox.faces.DETECTORS, with keyword arguments after colons
+("facevox:min_score=0.3:threads=2"); "a+b" is the list [a, b] as facevox runs it (b only where a
+finds no face). Every photo goes through facevox.faces.detect_faces, as the pipeline
 runs it (large photos shrunk, overlapping boxes merged, boxes in the photo's own pixels).
 
 - group-photos (boxes.json, dlib's boxes): a labelled face is found when a detection's centre lies
@@ -99,11 +100,15 @@ def pair(detected: list[np.ndarray], labelled: list[np.ndarray]) -> list[tuple[i
 
 
 def make_detector(name: str):
-    """A detector by its DETECTORS name; "facevox@2" is facevox's own detector on 2 onnxruntime threads."""
+    """A detector by its DETECTORS name, with keyword arguments after colons: "facevox:threads=2:min_score=0.3"."""
     from facevox.faces import DETECTORS
 
-    base, _, threads = name.partition("@")
-    return DETECTORS[base](threads=int(threads)) if threads else DETECTORS[base]()
+    base, *options = name.split(":")
+    return DETECTORS[base](**{key: type_of(value)(value) for key, value in (option.split("=") for option in options)})
+
+
+def type_of(value: str):
+    return int if value.isdigit() else float
 
 
 class Runner:
