@@ -34,30 +34,34 @@ def splat(
     colours: torch.Tensor,
     size: int,
     subdivisions: int = 8,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render (b, n, 3) vertices (x, y in pixels, z = depth, larger is farther) with (b, n, c) colours.
+    """Render (b, n, 3) vertices (x, y in pixels, z = depth, larger is farther) with (b, n, c) colours;
+    keep (b, t) bool, optional: the triangles drawn in each image (default all).
 
     Returns image (b, c, size, size), depth (b, size, size) with +inf where empty, and the
     coverage mask (b, size, size) bool.
     """
     batch, channels = vertices.shape[0], colours.shape[-1]
     weights = barycentric_grid(subdivisions).to(vertices)
-    corners = vertices[:, triangles]  # (b, t, 3, 3)
-    points = torch.einsum("sk,btkd->btsd", weights, corners).reshape(batch, -1, 3)
-    point_colours = torch.einsum("sk,btkc->btsc", weights, colours[:, triangles]).reshape(
-        batch, -1, channels
-    )
+    if keep is None:
+        keep = torch.ones(batch, len(triangles), dtype=torch.bool, device=vertices.device)
+    image_of, triangle_of = keep.nonzero(as_tuple=True)
+    corner_ids = triangles[triangle_of]  # (k, 3)
+    corners = vertices[image_of[:, None], corner_ids]  # (k, 3, 3)
+    points = torch.einsum("sj,kjd->ksd", weights, corners)  # (k, s, 3)
+    point_colours = torch.einsum("sj,kjc->ksc", weights, colours[image_of[:, None], corner_ids]).reshape(-1, channels)
     column, row = points[..., 0].round().long(), points[..., 1].round().long()
     inside = (column >= 0) & (column < size) & (row >= 0) & (row < size)
     pixel = torch.where(inside, row * size + column, size * size)  # the extra slot takes outsiders
-    pixel = pixel + torch.arange(batch, device=pixel.device)[:, None] * (size * size + 1)
-    pixel, depth = pixel.reshape(-1), points[..., 2].reshape(-1)
+    pixel = (pixel + image_of[:, None] * (size * size + 1)).reshape(-1)
+    depth = points[..., 2].reshape(-1)
     slots = batch * (size * size + 1)
     zbuffer = torch.full((slots,), float("inf"), device=depth.device)
     zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin")
     winners = depth <= zbuffer[pixel]
     image = torch.zeros(slots, channels, device=depth.device, dtype=colours.dtype)
-    image[pixel[winners]] = point_colours.reshape(-1, channels)[winners]
+    image[pixel[winners]] = point_colours[winners]
     zbuffer = zbuffer.reshape(batch, size * size + 1)[:, :-1].reshape(batch, size, size)
     image = image.reshape(batch, size * size + 1, channels)[:, :-1]
     image = image.reshape(batch, size, size, channels).permute(0, 3, 1, 2)
