@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,14 @@ def pack(source: Path, folder: Path) -> dict:
     np.savez_compressed(folder / "model.npz", **arrays)
     shutil.copyfile(Path(source) / "LICENSE", folder / "LICENSE")
     return {"bytes": (folder / "model.npz").stat().st_size}
+
+
+def in_surrey_frame(head: IctHead, surrey) -> IctHead:
+    """The head turned (not moved or scaled) so that its inner landmarks face as the Surrey mean face's do
+    (the ICT head's own frame is pitched about 6° from it): a pose means the same for both models."""
+    _, rotation, _ = similarity_fit(head.neutral[head.landmarks[17:]].astype(np.float64), surrey.mean[surrey.landmarks[17:]])
+    turn = lambda a: (a.astype(np.float64) @ rotation.T).astype(np.float32)
+    return replace(head, neutral=turn(head.neutral), identity=turn(head.identity), expression=turn(head.expression))
 
 
 def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

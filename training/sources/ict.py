@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from training.ict_head import (
-    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, load_head,
-    surrey_correspondence,
+    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, in_surrey_frame,
+    load_head, surrey_correspondence,
 )
 from training.render import splat, vertex_normals
 from training.sfm import SurreyModel
@@ -109,7 +109,7 @@ class IctFaces:
         """surrey: the Surrey model with the landmark convention to follow; head: the ICT head or the path
         of its model.npz / training pack (training.ict_head); photos, textures, texture_fraction: as
         training.sources.synthetic.SyntheticFaces."""
-        head = head if isinstance(head, IctHead) else load_head(head)
+        head = in_surrey_frame(head if isinstance(head, IctHead) else load_head(head), surrey)
         self.device, self.size, self.volume_depth, self.max_yaw = torch.device(device), size, volume_depth, max_yaw
         self.identity_sd, self.texture_fraction = identity_sd, texture_fraction
         self.expression_names = head.expression_names
