@@ -33,29 +33,35 @@ def splat(
     triangles: torch.Tensor,
     colours: torch.Tensor,
     size: int,
-    subdivisions: int = 8,
+    subdivisions: int | torch.Tensor = 8,
     keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render (b, n, 3) vertices (x, y in pixels, z = depth, larger is farther) with (b, n, c) colours;
-    keep (b, t) bool, optional: the triangles drawn in each image (default all).
+    """Render (b, n, 3) vertices (x, y in pixels, z = depth, larger is farther) with (b, n, c) colours.
+    subdivisions: of every triangle's sides, or (t,) one number per triangle (small ones need fewer
+    samples); keep (b, t) bool, optional: the triangles drawn in each image (default all).
 
     Returns image (b, c, size, size), depth (b, size, size) with +inf where empty, and the
     coverage mask (b, size, size) bool.
     """
     batch, channels = vertices.shape[0], colours.shape[-1]
-    weights = barycentric_grid(subdivisions).to(vertices)
     if keep is None:
         keep = torch.ones(batch, len(triangles), dtype=torch.bool, device=vertices.device)
     image_of, triangle_of = keep.nonzero(as_tuple=True)
-    corner_ids = triangles[triangle_of]  # (k, 3)
-    corners = vertices[image_of[:, None], corner_ids]  # (k, 3, 3)
-    points = torch.einsum("sj,kjd->ksd", weights, corners)  # (k, s, 3)
-    point_colours = torch.einsum("sj,kjc->ksc", weights, colours[image_of[:, None], corner_ids]).reshape(-1, channels)
-    column, row = points[..., 0].round().long(), points[..., 1].round().long()
+    levels = torch.as_tensor(subdivisions, device=vertices.device).expand(len(triangles))[triangle_of]
+    points, point_colours, owners = [], [], []
+    for level in levels.unique().tolist():
+        weights = barycentric_grid(level).to(vertices)
+        chosen = levels == level
+        owner, corner_ids = image_of[chosen], triangles[triangle_of[chosen]]  # (k,), (k, 3)
+        points.append(torch.einsum("sj,kjd->ksd", weights, vertices[owner[:, None], corner_ids]).reshape(-1, 3))
+        point_colours.append(torch.einsum("sj,kjc->ksc", weights, colours[owner[:, None], corner_ids]).reshape(-1, channels))
+        owners.append(owner.repeat_interleave(len(weights)))
+    points, point_colours, owner = torch.cat(points), torch.cat(point_colours), torch.cat(owners)
+    column, row = points[:, 0].round().long(), points[:, 1].round().long()
     inside = (column >= 0) & (column < size) & (row >= 0) & (row < size)
     pixel = torch.where(inside, row * size + column, size * size)  # the extra slot takes outsiders
-    pixel = (pixel + image_of[:, None] * (size * size + 1)).reshape(-1)
-    depth = points[..., 2].reshape(-1)
+    pixel = pixel + owner * (size * size + 1)
+    depth = points[:, 2]
     slots = batch * (size * size + 1)
     zbuffer = torch.full((slots,), float("inf"), device=depth.device)
     zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin")
