@@ -303,7 +303,9 @@ class IctFaces:
         # Inside the mouth and the eyes.
         kind = self.kind
         sclera = torch.tensor([0.85, 0.82, 0.78], device=dev) * (0.8 + 0.2 * rand(b, 1, 1))
-        iris = rand(b, 1, 3) * 0.35 + 0.05
+        palette = torch.tensor([[0.30, 0.17, 0.08], [0.30, 0.17, 0.08], [0.40, 0.30, 0.15], [0.30, 0.42, 0.55],
+                                [0.30, 0.38, 0.25], [0.38, 0.40, 0.42]], device=dev)  # brown (twice), hazel, blue, green, grey
+        iris = palette[torch.randint(len(palette), (b,), generator=g, device=dev)][:, None] * (0.4 + 0.7 * rand(b, 1, 1))
         colour_of = {
             "mouth": torch.tensor([0.35, 0.10, 0.10], device=dev).expand(b, 1, 3),
             "eye_socket": skin[:, None] * 0.4,
@@ -343,34 +345,38 @@ class IctFaces:
         image = torch.where(clothes[:, None], cloth, image)
         image = torch.where(covered[:, None], head, image)
 
-        # Hair locks falling over the face.
+        # Hair locks falling over the face: wavy strands narrowing to their ends.
         locks = torch.zeros_like(covered)
-        for _ in range(3):
-            x0 = grid(cx + (rand(b) - 0.5) * 1.2 * width)
-            wave = grid(rand(b) * 0.15 * width) * torch.sin(ys / grid(0.2 * height + 1) + grid(rand(b) * 6.3))
-            lock = ((xs - x0 - wave).abs() < grid((0.03 + 0.07 * rand(b)) * width)) & (ys > grid(top - 5))
-            locks = locks | lock & (ys < grid(top + (0.2 + 0.8 * rand(b)) * height)) & grid(rand(b) < 0.15)
+        for _ in range(4):
+            end = grid(top + (0.2 + 0.7 * rand(b)) * height)
+            along = ((ys - grid(top)) / (end - grid(top)).clamp_min(1)).clamp(0, 1)
+            x0 = grid(cx + (rand(b) - 0.5) * 1.2 * width + (rand(b) - 0.5) * 0.5 * width) + along * grid((rand(b) - 0.5) * 0.5 * width)
+            wave = grid(rand(b) * 0.08 * width) * torch.sin(ys / grid(0.12 * height + 1) + grid(rand(b) * 6.3))
+            lock = ((xs - x0 - wave).abs() < grid((0.02 + 0.05 * rand(b)) * width) * (1 - along)) & (ys > grid(top - 5)) & (ys < end)
+            locks = locks | lock & grid(rand(b) < 0.12)
         image = torch.where(locks[:, None], hair_image, image)
 
-        # A hand: palm and four fingers, skin-coloured and shaded along the fingers.
-        anchor = marks[torch.arange(b, device=dev), torch.randint(0, 68, (b,), generator=g, device=dev)]
+        # A hand: palm, four fingers and a thumb, skin-coloured, lit from one side.
+        anchor = marks[torch.arange(b, device=dev), torch.randint(0, 68, (b,), generator=g, device=dev)][:, :2]
         angle = rand(b) * 2 * math.pi
-        direction = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
-        palm_centre = anchor[:, :2] - direction * grid(0.25 * width)[:, :, 0]
-        palm = ((xs - grid(palm_centre[:, 0])) ** 2 + (ys - grid(palm_centre[:, 1])) ** 2).sqrt() < grid(0.2 * width)
-        hand = palm
-        for spread in (-0.35, -0.12, 0.12, 0.35):
-            a = angle + spread * (0.6 + 0.6 * rand(b))
-            along = torch.stack([torch.cos(a), torch.sin(a)], -1)
-            start = palm_centre + along * grid(0.1 * width)[:, :, 0]
-            length = (0.3 + 0.2 * rand(b)) * width
-            px, py = xs - grid(start[:, 0]), ys - grid(start[:, 1])
-            t = (px * grid(along[:, 0]) + py * grid(along[:, 1])).clamp(torch.zeros_like(length)[:, None, None], grid(length))
-            gap = ((px - t * grid(along[:, 0])) ** 2 + (py - t * grid(along[:, 1])) ** 2).sqrt()
-            hand = hand | (gap < grid(0.045 * width))
+        along, across = torch.stack([torch.cos(angle), torch.sin(angle)], -1), torch.stack([-torch.sin(angle), torch.cos(angle)], -1)
+        size = (0.8 + 0.4 * rand(b)) * width
+        palm_centre = anchor - along * (0.35 * size)[:, None]
+        u = (xs - grid(palm_centre[:, 0])) * grid(along[:, 0]) + (ys - grid(palm_centre[:, 1])) * grid(along[:, 1])
+        v = (xs - grid(palm_centre[:, 0])) * grid(across[:, 0]) + (ys - grid(palm_centre[:, 1])) * grid(across[:, 1])
+        hand = (u / grid(0.2 * size)) ** 2 + (v / grid(0.17 * size)) ** 2 < 1
+        side = torch.where(rand(b) < 0.5, -1.0, 1.0)
+        fingers = ((-0.12, 0.0, 0.27), (-0.04, 0.0, 0.32), (0.04, 0.0, 0.30), (0.12, 0.0, 0.24), (0.15, -0.1, 0.22))
+        for offset, start, length in fingers:  # (across, along from the palm's edge, length) in hand sizes; the last is the thumb
+            thumb = start < 0
+            turn = grid(side * (1.0 if thumb else 0.1) * (rand(b) - 0.3 * thumb))
+            du, dv = torch.cos(turn), torch.sin(turn)
+            pu, pv = u - grid((0.17 + start) * size), v - grid(side * offset * size)
+            t = (pu * du + pv * dv).clamp(min=0) .minimum(grid(length * (0.85 + 0.3 * rand(b)) * size))
+            hand = hand | ((pu - t * du) ** 2 + (pv - t * dv) ** 2 < grid(0.045 * size) ** 2)
         hand = hand & grid(rand(b) < 0.15)
-        shade = 0.75 + 0.35 * ((xs - grid(palm_centre[:, 0])) * grid(direction[:, 0]) + (ys - grid(palm_centre[:, 1])) * grid(direction[:, 1])) / grid(width)
-        skin = face_colour[..., None, None] * (0.85 + 0.3 * rand(b, 1, 1, 1)) * shade.clamp(0.5, 1.2)[:, None]
+        shade = (0.95 + 0.5 * v / grid(size) * grid(side)).clamp(0.5, 1.2)
+        skin = face_colour[..., None, None] * (0.85 + 0.3 * rand(b, 1, 1, 1)) * shade[:, None]
         image = torch.where(hand[:, None], skin.clamp(0, 1), image)
 
         # Something else in front: an ellipse of one colour.
