@@ -8,7 +8,9 @@ Convention: for each Surrey landmark convention (training.sfm.LANDMARK_CONVENTIO
 faces: `rigid` is the distance after the similarity fit of the 51 inner landmarks alone (the two mean
 faces' own difference included), `placed` after the thin-plate warp that pins the inner points (how
 far the Surrey point lies from the ICT surface), `ict_own` the distance on the ICT head from the
-chosen vertex to ICT's own landmark vertex for that point (the models' conventions). All in mm and in
+chosen vertex to ICT's own landmark vertex for that point (the models' conventions); `placed` split into
+its part along the ICT surface (`placed_along_surface`: where on the face) and across it
+(`placed_off_surface`: how far the Surrey surface lies above or below ICT's there). All in mm and in
 % of the Surrey mean's outer eye-corner distance (iBUG 37–46). Speed: sample(8) on CPU with one torch
 thread, median of 3 after one warm-up, wall and process CPU seconds, beside the Surrey source's (on a
 shared machine the CPU seconds are the figure to trust).
@@ -26,6 +28,7 @@ import torch
 
 from training import sfm
 from training.ict_head import load_head, surrey_correspondence
+from training.render import vertex_normals
 from training.sources.ict import IctFaces
 from training.sources.synthetic import SyntheticFaces
 
@@ -45,6 +48,11 @@ def convention_figures(model, head) -> dict:
         "placed": np.linalg.norm(match.placed[chosen] - ours, axis=1),
         "ict_own": np.linalg.norm(head.neutral[chosen] - head.neutral[head.landmarks], axis=1) * scale,
     }
+    normals = vertex_normals(torch.as_tensor(match.placed, dtype=torch.float32)[None], torch.as_tensor(head.triangles))[0].numpy()
+    offset = match.placed[chosen] - ours
+    along_normal = (offset * normals[chosen]).sum(1)
+    distances["placed_along_surface"] = np.linalg.norm(offset - along_normal[:, None] * normals[chosen], axis=1)
+    distances["placed_off_surface"] = np.abs(along_normal)
     out = {"iod_mm": iod, "per_point_mm": {k: v.round(2).tolist() for k, v in distances.items()}}
     for kind, d in distances.items():
         out[kind] = {group: {"mean_mm": float(d[list(idx)].mean()), "max_mm": float(d[list(idx)].max()),
@@ -113,7 +121,7 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     for name, figures in result["conventions"].items():
-        print(name, {kind: {g: round(v["mean_mm"], 2) for g, v in figures[kind].items()} for kind in ("rigid", "placed", "ict_own")})
+        print(name, {kind: {g: round(v["mean_mm"], 2) for g, v in figures[kind].items()} for kind in ("rigid", "placed", "placed_along_surface", "ict_own")})
     print(result["seconds_per_batch_of_8"])
 
 
