@@ -182,7 +182,7 @@ class IctFaces:
         self.eye_look = {name: self.expression_names.index(name) for name in self.expression_names if name.startswith("eyeLook")}
         names = self.expression_names
         self.twins = tensor([names.index(n[:-1] + "R") if n.endswith("_L") else i for i, n in enumerate(names)], torch.long)
-        self.jaw_open = names.index("jawOpen")
+        self.jaw_open, self.mouth_close = names.index("jawOpen"), names.index("mouthClose")
 
         photos = photos if photos is not None else np.zeros((0, 1, 1, 3), np.uint8)
         self.photos = tensor(photos, torch.uint8).permute(0, 3, 1, 2)
@@ -199,6 +199,7 @@ class IctFaces:
         expression = rand(b, e) * (rand(b, e) < 0.08)
         expression = torch.where(rand(b, e) < 0.6, expression[:, self.twins], expression)  # both sides alike
         expression[:, self.jaw_open] = rand(b) ** 1.5 * (rand(b) < 0.33)
+        expression[:, self.mouth_close] = expression[:, self.mouth_close].minimum(expression[:, self.jaw_open])  # ARKit: closes an open jaw's lips
         gaze = (rand(b, 2) * 2 - 1) * torch.tensor(GAZE_DEG, device=dev)
         yaw = (rand(b) * 2 - 1) * self.max_yaw
         pitch = (rand(b) * 2 - 1) * 35
