@@ -152,3 +152,12 @@ def test_train_runs_with_ict_faces_in_the_mix(tmp_path, monkeypatch, source):
     assert log[0]["step"] == 1 and np.isfinite(log[0]["loss"])
     assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 2
     assert drawn == [1, 1]  # half of each 2-face batch
+
+
+def test_training_pack_is_small_and_close_to_the_model(tmp_path, source):
+    from training.ict_head import load_head, pack
+
+    assert pack(DEFAULT_DIR, tmp_path)["bytes"] <= 16 * 2**20 and (tmp_path / "LICENSE").exists()
+    packed, full = load_head(tmp_path), load_head(DEFAULT_DIR)
+    assert np.array_equal(packed.neutral, full.neutral) and np.array_equal(packed.triangles, full.triangles)
+    assert np.abs(packed.identity - full.identity).max() < 0.2 and np.abs(packed.expression - full.expression).max() < 0.2
