@@ -26,7 +26,7 @@ def source(surrey):
     return IctFaces(surrey)
 
 
-def render(source, yaw, pitch=0.0, expression=None, seed=0, identity=None):
+def render(source, yaw, pitch=0.0, expression=None, seed=0, identity=None, distance=1000.0):
     """Neutral-gaze heads at given yaws, no crop jitter, no camera degradation."""
     b = len(yaw)
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +34,7 @@ def render(source, yaw, pitch=0.0, expression=None, seed=0, identity=None):
     identity = torch.zeros(b, source.identity_basis.shape[0]) if identity is None else identity
     expression = torch.zeros(b, 53) if expression is None else expression
     return source.render(identity, expression, torch.zeros(b, 2), torch.tensor(yaw, dtype=torch.float32),
-                         torch.full((b,), float(pitch)), zeros, torch.full((b,), 1000.0), g, degrade_image=False, jitter=False)
+                         torch.full((b,), float(pitch)), zeros, torch.full((b,), distance), g, degrade_image=False, jitter=False)
 
 
 def test_batch_shapes_and_targets(source):
@@ -47,10 +47,12 @@ def test_batch_shapes_and_targets(source):
     assert torch.equal(source.sample(2, seed=5).depth, batch.depth)  # one seed, one batch
 
 
-def test_frontal_landmarks_lie_in_the_image_on_the_surface(source):
+@pytest.mark.parametrize("distance", [450.0, 3000.0])
+def test_frontal_landmarks_lie_in_the_image_on_the_surface(source, distance):
+    """Near and far cameras alike: the landmarks' depth is the rendered depth where they are seen."""
     expression = torch.zeros(2, 53)
     expression[1, source.jaw_open] = 0.7
-    batch = render(source, [0.0, 0.0], expression=expression)
+    batch = render(source, [0.0, 0.0], expression=expression, distance=distance)
     assert ((batch.landmarks[..., :2] >= 0) & (batch.landmarks[..., :2] <= 191)).all()
     for b in range(2):  # the visible nose tip, eye corners and brows sit on the rendered depth
         for i in (30, 36, 39, 42, 45, 19, 24):
@@ -85,6 +87,15 @@ def test_real_skin_textures_carry_over_to_the_head(surrey):
     left[:, 96:] = False
     right[:, :96] = False
     assert image[1][right].mean() > 2 * image[2][right].mean() and image[2][left].mean() > 2 * image[1][left].mean()
+
+
+def test_near_cameras_enlarge_the_nose(source):
+    """Perspective: from 0.45 m the nose is wider against the jaw than from 3 m (it is ~0.1 m nearer)."""
+    ratios = []
+    for distance in (450.0, 3000.0):
+        marks = render(source, [0.0], distance=distance).landmarks[0]
+        ratios.append(((marks[35, 0] - marks[31, 0]) / (marks[16, 0] - marks[0, 0])).item())
+    assert ratios[0] > 1.15 * ratios[1]
 
 
 def test_mirrored_yaw_gives_the_mirrored_face(source):

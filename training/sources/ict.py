@@ -11,7 +11,7 @@ What a sample draws (all from one seed per batch, on any torch device):
   source paints them, carried over by the vertex correspondence) or, for a texture_fraction of the
   faces, a real photo's per-Surrey-vertex skin carried over the same way, its median colour on the
   ears, neck and scalp; hair colour on the scalp above a random hairline (or a bald head);
-- a pose (yaw up to ±max_yaw, pitch ±35°, roll ±30°) and a perspective camera 0.35–3 m from the
+- a pose (yaw up to ±max_yaw, pitch ±35°, roll ±30°) and a perspective camera 0.45–3 m from the
   head's centre (log-uniform); the crop rule then fixes the scale, so the focal length only sets the
   photo's size and the distance alone sets how strong the perspective is;
 - light, backgrounds, JPEG and blur as the Surrey source (training.sources.synthetic), with hair
@@ -52,7 +52,7 @@ MAX_EDGE_MM = 6.0  # triangles are split until no edge is longer
 SAMPLES_PER_MM = 1.25  # splat subdivisions per mm of a triangle's longest side (≈ 0.65 px apart at the crop
 # rule's 0.81 px/mm on the mean face); gaps inside the face appeared at 0.8 and below in 32 random samples
 KINDS = {"skin": 0, "mouth": 1, "eye_socket": 2, "gums": 3, "teeth": 4, "sclera": 5, "iris": 6, "pupil": 7}
-DISTANCE_MM = (350.0, 3000.0)  # camera to the head's centre
+DISTANCE_MM = (450.0, 3000.0)  # camera to the head's centre (the nose ~ 0.1 m nearer): close selfie to portrait
 GAZE_DEG = (25.0, 20.0)  # largest eyeball turn: sideways, up and down
 IRIS_DEG, PUPIL_DEG = 24.0, 9.0  # the iris and pupil on the eyeball, as angles from its axis
 
