@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 
 from training.ict_head import (
     DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, in_surrey_frame,
@@ -157,8 +158,6 @@ class IctFaces:
         # Skin maps from the Surrey model: painted features and real-photo textures (nearest Surrey vertex
         # of the ICT head placed on the mean face), and how far each vertex lies from the Surrey face.
         placed = extend(match.placed, rounds)
-        from scipy.spatial import cKDTree
-
         distance, nearest = cKDTree(surrey.mean).query(placed)
         skin = kind == KINDS["skin"]
         self.ict_to_surrey = tensor(nearest, torch.long)
@@ -208,7 +207,7 @@ class IctFaces:
         return self.render(identity, expression, gaze, yaw, pitch, roll, distance, g)
 
     def shapes(self, identity: torch.Tensor, expression: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
-        """Model-frame vertices (b, n, 3) in mm: identity (b, k) in model units, expression (b, 53) weights
+        """Model-frame vertices (b, n, 3) in mm: identity (b, k) coefficients (N(0, 1) prior), expression (b, 53) weights
         (their eyeLook weights are replaced by the gaze's), gaze (b, 2) eyeball yaw and pitch in degrees
         (to the subject's left, up)."""
         b = identity.shape[0]
