@@ -145,6 +145,17 @@ def test_landmarks_follow_the_surrey_convention_on_the_mean_faces(source, surrey
     assert np.linalg.norm(offset[:17] - across[:17], axis=1).max() < 3.0
 
 
+@pytest.mark.parametrize("yaw", [0.0, 45.0, 90.0])
+def test_face_region_matches_the_surrey_source(source, surrey, yaw):
+    """Both mean faces at one pose, crops without jitter: the ICT source asks for nearly the same face
+    region (mask IoU > 0.88) and puts the landmarks within 6 px on average."""
+    from bench.ict_source import against_surrey
+    from training.sources.synthetic import SyntheticFaces
+
+    figures = against_surrey(source, SyntheticFaces(surrey), surrey, yaws=(yaw,))[f"yaw_{yaw:g}"]
+    assert figures["mask_iou"] > 0.88 and figures["landmark_offset_px"] < 6.0
+
+
 def test_train_runs_with_ict_faces_in_the_mix(tmp_path, monkeypatch, source):
     from training import train
     from training.sources.ict import IctFaces

@@ -148,7 +148,7 @@ class Correspondence:
 
 def _outline_outwards(mean: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The Surrey mesh's outer boundary (bool, (n,): its longest boundary loop, not the mouth's) and, per
-    vertex, the direction from its neighbours to it (outwards, on the boundary)."""
+    vertex, the direction from its neighbours to it within the surface (outwards, on the boundary)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -166,6 +166,12 @@ def _outline_outwards(mean: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarr
         np.add.at(neighbour_sum, unique[:, a], mean[unique[:, b]])
         np.add.at(neighbour_count, unique[:, a], 1)
     outwards = mean - neighbour_sum / np.maximum(neighbour_count, 1)[:, None]
+    a, b, c = (mean[triangles[:, i]] for i in range(3))
+    normals = np.zeros_like(mean)
+    for i in range(3):
+        np.add.at(normals, triangles[:, i], np.cross(b - a, c - a))
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+    outwards -= (outwards * normals).sum(1, keepdims=True) * normals  # along the surface, not off it
     return outline, outwards / np.maximum(np.linalg.norm(outwards, axis=1, keepdims=True), 1e-9)
 
 

@@ -125,11 +125,12 @@ class SyntheticFaces:
         roll = (rand(b) * 2 - 1) * 30
         return self.render(vertices, yaw, pitch, roll, g, seed)
 
-    def render(self, vertices, yaw, pitch, roll, g, seed: int = 0, degrade: bool = True) -> Batch:
-        """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops, shaded and composed."""
+    def render(self, vertices, yaw, pitch, roll, g, seed: int = 0, degrade: bool = True, jitter: bool = True) -> Batch:
+        """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops (jitter: of the crop
+        box, as detectors give), shaded and composed."""
         turned = vertices @ rotation_matrices(yaw, pitch, roll).transpose(1, 2)
         turned = turned * torch.tensor([1.0, -1.0, -1.0], device=self.device)  # model frame → x right, y down, depth away
-        crop_vertices = to_crop(turned, self.landmarks, g, self.size, self.volume_depth)
+        crop_vertices = to_crop(turned, self.landmarks, g, self.size, self.volume_depth, jitter)
         colours = self._shade(vertices, crop_vertices, g)
         image, zbuffer, mask = splat(crop_vertices, self.triangles, colours, self.size)
         image, zbuffer, mask = close_mouth(image, zbuffer, mask)
