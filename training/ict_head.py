@@ -175,6 +175,18 @@ def _outline_outwards(mean: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarr
     return outline, outwards / np.maximum(np.linalg.norm(outwards, axis=1, keepdims=True), 1e-9)
 
 
+def distance_to_outline(surrey) -> np.ndarray:
+    """(n,) each Surrey mean-face vertex's distance along the mesh (mm) from the face's outer boundary."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    outline, _ = _outline_outwards(surrey.mean, surrey.triangles)
+    edges = np.concatenate([surrey.triangles[:, [0, 1]], surrey.triangles[:, [1, 2]], surrey.triangles[:, [2, 0]]])
+    lengths = np.linalg.norm(surrey.mean[edges[:, 0]] - surrey.mean[edges[:, 1]], axis=1)
+    graph = coo_matrix((lengths, (edges[:, 0], edges[:, 1])), shape=(len(surrey.mean),) * 2).tocsr()
+    return dijkstra(graph, directed=False, indices=np.flatnonzero(outline), min_only=True)
+
+
 def _adjacency(triangles: np.ndarray, n: int):
     """(n, n) sparse vertex adjacency of a mesh, each vertex its own neighbour too."""
     from scipy.sparse import coo_matrix

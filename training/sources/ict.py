@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from training.ict_head import (
-    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, in_surrey_frame,
-    load_head, surrey_correspondence,
+    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, distance_to_outline,
+    in_surrey_frame, load_head, surrey_correspondence,
 )
 from training.render import splat, vertex_normals
 from training.sfm import SurreyModel
@@ -56,6 +56,7 @@ MAX_EDGE_MM = 6.0  # triangles are split until no edge is longer
 SAMPLES_PER_MM = 1.25  # splat subdivisions per mm of a triangle's longest side (≈ 0.65 px apart at the crop
 # rule's 0.81 px/mm on the mean face); gaps inside the face appeared at 0.8 and below in 32 random samples
 KINDS = {"skin": 0, "mouth": 1, "eye_socket": 2, "gums": 3, "teeth": 4, "sclera": 5, "iris": 6, "pupil": 7}
+TEXTURE_MARGIN_MM = 6.0  # real-photo skin fades to its median colour over the Surrey face's outer 6–12 mm
 DISTANCE_MM = (450.0, 3000.0)  # camera to the head's centre (the nose ~ 0.1 m nearer): close selfie to portrait
 GAZE_DEG = (25.0, 20.0)  # largest eyeball turn: sideways, up and down
 IRIS_DEG, PUPIL_DEG = 24.0, 9.0  # the iris and pupil on the eyeball, as angles from its axis
@@ -164,7 +165,8 @@ class IctFaces:
         distance, nearest = cKDTree(surrey.mean).query(placed)
         skin = kind == KINDS["skin"]
         self.ict_to_surrey = tensor(nearest, torch.long)
-        self.on_surrey = tensor(np.exp(-((np.maximum(distance - 3.0, 0) / 6.0) ** 2)) * skin)[None, :, None]
+        inland = np.clip((distance_to_outline(surrey)[nearest] - TEXTURE_MARGIN_MM) / TEXTURE_MARGIN_MM, 0, 1)  # photos show hair or background there
+        self.on_surrey = tensor(np.exp(-((np.maximum(distance - 3.0, 0) / 6.0) ** 2)) * skin * inland)[None, :, None]
         features = feature_weights(surrey)[nearest] * (distance < 6.0)[:, None] * skin[:, None]
         features[:, 2] = 0  # Surrey's painted irises: this head has eyeballs
         self.features = tensor(features)
