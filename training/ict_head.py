@@ -134,15 +134,12 @@ class Correspondence:
 
     placed (n, 3): the ICT neutral in the mean face's frame (similarity + warp); rigid (n, 3): the same
     after the similarity fit alone; surrey_to_ict (3448,) the ICT skin vertex nearest each Surrey
-    vertex; ict_to_surrey (n,) the Surrey vertex nearest each ICT vertex and its distance (n,) mm;
-    footprint (n,) bool: ICT vertices within the Surrey mesh's extent (the face the network outputs),
+    vertex; footprint (n,) bool: ICT vertices within the Surrey mesh's extent (the face the network outputs),
     eyeballs, sockets, teeth and mouth interior included."""
 
     placed: np.ndarray
     rigid: np.ndarray
     surrey_to_ict: np.ndarray
-    ict_to_surrey: np.ndarray
-    distance: np.ndarray
     footprint: np.ndarray
 
 
@@ -235,7 +232,7 @@ def surrey_correspondence(head: IctHead, surrey) -> Correspondence:
     near[skin] = (distance[skin] < 6.0) & ~beyond[skin]
     outside = _reached(~near, head.triangles, start=np.arange(*BACK_OF_HEAD))  # far parts that enclose no hole: nostrils stay in
     footprint = smooth_on_mesh((~outside).astype(np.float64), head.triangles, FOOTPRINT_SMOOTHING) > 0.5
-    return Correspondence(placed, rigid, surrey_to_ict, ict_to_surrey, distance, footprint)
+    return Correspondence(placed, rigid, surrey_to_ict, footprint)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from training.ict_head import (
-    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, SKIN, TEETH, IctHead, distance_to_outline,
+    DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, TEETH, IctHead, distance_to_outline,
     in_surrey_frame, load_head, surrey_correspondence,
 )
 from training.render import splat, vertex_normals
