@@ -52,14 +52,16 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--json", default="runs/throughput.json")
-    for key in ("init_onnx", "photos", "real_labels", "real_photos", "landmarks", "net"):
+    for key in ("init_onnx", "photos", "real_labels", "real_photos", "landmarks", "net", "ict"):
         parser.add_argument(f"--{key.replace('_', '-')}", default=train.config[key])
+    parser.add_argument("--ict-fraction", type=float, default=0.0)
     args = parser.parse_args()
-    cfg = dict(train.config, **{k: getattr(args, k) for k in ("init_onnx", "photos", "real_labels", "real_photos", "landmarks", "net")})
+    cfg = dict(train.config, **{k: getattr(args, k) for k in ("init_onnx", "photos", "real_labels", "real_photos", "landmarks", "net", "ict")},
+               ict_fraction=args.ict_fraction)
     device = cfg["device"]
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    source, _, _ = train.build_sources(cfg)
+    source, _ = train.build_sources(cfg)
 
     results, parts_timed = [], {}
     for text in args.variants:

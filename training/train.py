@@ -3,10 +3,13 @@
     python -m training.train --out runs/main --minutes 8.5      # starts, or resumes runs/main/ckpt.pt
     python -m training.train --init-onnx src/facevox/models/vrn-hg2-w192.onnx ...   # from shipped weights
     python -m training.train ... --real-labels cache/labels --real-photos cache --real-fraction 0.3
+    python -m training.train ... --ict-fraction 0.3 --ict cache/ict-face     # ICT heads in the mix
 
 With --real-labels (training/label_real.py's output; photos in REAL_PHOTOS/SET/), each batch mixes
 synthetic faces with real photos and their profiled views (training/sources/real.py) in the given
 share, and a texture_fraction of the synthetic faces wear skin sampled from those photos.
+With --ict-fraction, that share of each batch comes from ICT FaceKit heads (training/sources/ict.py)
+instead of the Surrey model, wearing the same real skin where there is some.
 
 Each call trains until --minutes have passed (the device tool allows ≤ 10 minutes a command), then
 saves the checkpoint; the next call resumes it. The loss log is appended to OUT/log.jsonl.
@@ -31,6 +34,8 @@ from facevox.net import CONFIGS, VolumeNet
 from facevox.torch_volume import from_onnx
 from facevox.volume import model_files
 from training import sfm
+from training.ict_head import DEFAULT_DIR as ICT_DEFAULT_DIR, load_head
+from training.sources.ict import IctFaces
 from training.sources.real import Mixture, RealFaces
 from training.sources.synthetic import SyntheticFaces, load_photos
 from training.splits import real_faces
@@ -67,6 +72,8 @@ config = dict(
     real_fraction=0.3,  # share of each batch drawn from the real photos
     real_original=0.3,  # share of real samples shown as photographed (the rest are profiled views)
     texture_fraction=0.3,  # share of synthetic faces wearing a real photo's skin (with --real-labels)
+    ict_fraction=0.0,  # share of each batch rendered from ICT FaceKit heads (sources/ict.py), taken from the Surrey share
+    ict="",  # the ICT head: a folder with model.npz (the data set's, or training/ict_head.py's pack) or the file ('' = ../shared/data/ict-face)
     device="cuda" if torch.cuda.is_available() else "cpu",
 )
 HELD_OUT_SEED = 10**9
@@ -219,13 +226,13 @@ def config_from_command_line(config: dict, description: str) -> dict:
 
 
 def build_sources(cfg: dict):
-    """The training source (synthetic faces, mixed with real photos when real_labels is set) and the
-    held-out synthetic and real sources that `evaluate` reads (the real one None without labels)."""
+    """The training source (synthetic Surrey faces, mixed with real photos when real_labels is set and
+    ICT heads when ict_fraction is) and the held-out sources that `evaluate` reads, by log key."""
     model = sfm.load(cfg["sfm"] or None, landmarks=cfg["landmarks"])
     photos = load_photos(real_faces(Path(cfg["photos"]), "train")) if cfg["photos"] else None
     source = SyntheticFaces(model, photos, device=cfg["device"])
-    held_out = SyntheticFaces(model, None, device=cfg["device"])
-    held_out_real = None
+    held_out = {"iou": SyntheticFaces(model, None, device=cfg["device"])}
+    textures = None
     if cfg["real_labels"]:
         sets = [name for name in cfg["real_sets"].split(",") if name] or None
         real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", sets=sets, device=cfg["device"],
@@ -234,11 +241,20 @@ def build_sources(cfg: dict):
         source = SyntheticFaces(model, photos, device=cfg["device"], textures=textures, texture_fraction=cfg["texture_fraction"])
         source = Mixture([source, real], [1 - cfg["real_fraction"], cfg["real_fraction"]])
         try:
-            held_out_real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", sets=sets, device=cfg["device"])
+            held_out["real_iou"] = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", sets=sets, device=cfg["device"])
         except FileNotFoundError:
             pass
-        print(f"real photos: {real.count} for training, {held_out_real.count if held_out_real else 0} held out", flush=True)
-    return source, held_out, held_out_real
+        print(f"real photos: {real.count} for training, {held_out['real_iou'].count if 'real_iou' in held_out else 0} held out", flush=True)
+    if cfg["ict_fraction"] > 0:
+        head = load_head(cfg["ict"] or ICT_DEFAULT_DIR)
+        ict = IctFaces(model, head, photos, device=cfg["device"], textures=textures, texture_fraction=cfg["texture_fraction"])
+        held_out["ict_iou"] = IctFaces(model, head, None, device=cfg["device"])
+        if isinstance(source, Mixture):
+            source.sources.append(ict)
+            source.shares = [source.shares[0] - cfg["ict_fraction"], *source.shares[1:], cfg["ict_fraction"]]
+        else:
+            source = Mixture([source, ict], [1 - cfg["ict_fraction"], cfg["ict_fraction"]])
+    return source, held_out
 
 
 def main():
@@ -248,7 +264,7 @@ def main():
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    source, held_out, held_out_real = build_sources(cfg)
+    source, held_out = build_sources(cfg)
     torch.manual_seed(cfg["seed"])
     net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -289,9 +305,7 @@ def main():
                       "samples_per_s": 50 * cfg["batch_size"] / (time.time() - last) if step > 1 else 0.0}
             last = time.time()
             if step % cfg["eval_every"] == 0:
-                record.update(evaluate(net, held_out))
-                if held_out_real is not None:
-                    record["real_iou"] = evaluate(net, held_out_real)["iou"]
+                record.update({key: evaluate(net, held)["iou"] for key, held in held_out.items()})
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from facevox.crop import CROP_SCALE, CROP_SHIFT_Y
+from training.jpeg import jpeg_roundtrip
 from training.render import splat, vertex_normals
 from training.sfm import SurreyModel
-from training.jpeg import jpeg_roundtrip
 from training.sources import Batch
 
 LANDMARK_GROUPS = {
@@ -124,11 +124,12 @@ class SyntheticFaces:
         roll = (rand(b) * 2 - 1) * 30
         return self.render(vertices, yaw, pitch, roll, g)
 
-    def render(self, vertices, yaw, pitch, roll, g, camera_effects: bool = True) -> Batch:
-        """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops, shaded and composed."""
+    def render(self, vertices, yaw, pitch, roll, g, camera_effects: bool = True, jitter: bool = True) -> Batch:
+        """Model-frame shapes (b, n, 3) under a pose (degrees), projected into crops (jitter: of the crop
+        box, as detectors give), shaded and composed."""
         turned = vertices @ rotation_matrices(yaw, pitch, roll).transpose(1, 2)
         turned = turned * torch.tensor([1.0, -1.0, -1.0], device=self.device)  # model frame → x right, y down, depth away
-        crop_vertices = to_crop(turned, self.landmarks, g, self.size, self.volume_depth)
+        crop_vertices = to_crop(turned, self.landmarks, g, self.size, self.volume_depth, jitter)
         colours = self._shade(vertices, crop_vertices, g)
         image, zbuffer, mask = splat(crop_vertices, self.triangles, colours, self.size)
         image, zbuffer, mask = close_mouth(image, zbuffer, mask)
@@ -163,42 +164,14 @@ class SyntheticFaces:
             texture = self.textures[pick] * (0.85 + 0.3 * rand(b, 1, 1))
             albedo = torch.where(use, texture, albedo)
 
-        normals = vertex_normals(crop_vertices, self.triangles)  # faces the camera: negative z
-        light = torch.nn.functional.normalize(
-            torch.cat([(rand(b, 2) * 2 - 1) * 1.2, -(0.3 + rand(b, 1))], -1), dim=-1
-        )
-        diffuse = (normals * light[:, None]).sum(-1, keepdim=True).clamp_min(0)
-        half = torch.nn.functional.normalize(light + torch.tensor([0, 0, -1.0], device=dev), dim=-1)
-        specular = (normals * half[:, None]).sum(-1, keepdim=True).clamp_min(0) ** 20
-        ambient = 0.25 + 0.4 * rand(b, 1, 1)
-        light_colour = 1 + (rand(b, 1, 3) - 0.5) * 0.2
-        shaded = albedo * (ambient + (1.1 - ambient) * diffuse) * light_colour + 0.15 * rand(b, 1, 1) * specular
-        return shaded.clamp(0, 1)
-
-    def _backgrounds(self, b, g) -> torch.Tensor:
-        s, dev = self.size, self.device
-        rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
-        smooth = F.interpolate(rand(b, 3, 4, 4), size=(s, s), mode="bicubic", align_corners=False)
-        fine = F.interpolate(rand(b, 3, 24, 24), size=(s, s), mode="bilinear", align_corners=False)
-        background = (smooth * 0.8 + fine * 0.2).clamp(0, 1)
-        if len(self.photos):
-            index = torch.randint(len(self.photos), (b,), generator=g, device=dev)
-            zoom = 0.3 + 0.7 * rand(b)
-            theta = torch.zeros(b, 2, 3, device=dev)
-            theta[:, 0, 0] = theta[:, 1, 1] = zoom
-            theta[:, :, 2] = (rand(b, 2) * 2 - 1) * (1 - zoom[:, None])
-            grid = F.affine_grid(theta, (b, 3, s, s), align_corners=False)
-            photo = F.grid_sample(self.photos[index].float() / 255, grid, align_corners=False)
-            use_photo = (rand(b, 1, 1, 1) < 0.6).float()
-            background = background * (1 - use_photo) + photo * use_photo
-        return background
+        return light(albedo, vertex_normals(crop_vertices, self.triangles), g)
 
     def _compose(self, face, mask, marks, g) -> torch.Tensor:
         """Face over hair, neck, clothes and a cluttered background; sometimes an occluder on top."""
         b, s, dev = face.shape[0], self.size, self.device
         rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
         ys, xs = torch.meshgrid(torch.arange(s, device=dev, dtype=torch.float32), torch.arange(s, device=dev, dtype=torch.float32), indexing="ij")
-        image = self._backgrounds(b, g)
+        image = backgrounds(self.photos, b, s, g)
         low, high = marks[..., :2].amin(1), marks[..., :2].amax(1)
         width, height = (high - low).unbind(-1)
         cx = (low[:, 0] + high[:, 0]) / 2
@@ -236,6 +209,44 @@ class SyntheticFaces:
         occluder = (((xs - ox) / orx) ** 2 + ((ys - oy) / ory) ** 2 < 1) & (rand(b, 1, 1) < 0.15)
         image = torch.where(occluder[:, None], rand(b, 3, 1, 1), image)
         return image
+
+def backgrounds(photos: torch.Tensor, b: int, s: int, g: torch.Generator) -> torch.Tensor:
+    """(b, 3, s, s) backgrounds: smooth colour fields and fine noise, or (60 %) a zoomed part of one of the
+    photos (n, 3, h, w) uint8 when there are any."""
+    dev = photos.device
+    rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+    smooth = F.interpolate(rand(b, 3, 4, 4), size=(s, s), mode="bicubic", align_corners=False)
+    fine = F.interpolate(rand(b, 3, 24, 24), size=(s, s), mode="bilinear", align_corners=False)
+    background = (smooth * 0.8 + fine * 0.2).clamp(0, 1)
+    if len(photos):
+        index = torch.randint(len(photos), (b,), generator=g, device=dev)
+        zoom = 0.3 + 0.7 * rand(b)
+        theta = torch.zeros(b, 2, 3, device=dev)
+        theta[:, 0, 0] = theta[:, 1, 1] = zoom
+        theta[:, :, 2] = (rand(b, 2) * 2 - 1) * (1 - zoom[:, None])
+        grid = F.affine_grid(theta, (b, 3, s, s), align_corners=False)
+        photo = F.grid_sample(photos[index].float() / 255, grid, align_corners=False)
+        use_photo = (rand(b, 1, 1, 1) < 0.6).float()
+        background = background * (1 - use_photo) + photo * use_photo
+    return background
+
+
+def light(albedo: torch.Tensor, normals: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per-vertex colours (b, n, 3) in [0, 1]: albedo under a random directional light (diffuse, ambient,
+    a tint and a little specular); normals (b, n, 3) in crop space (facing the camera: negative z)."""
+    b, dev = albedo.shape[0], albedo.device
+    rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+    direction = torch.nn.functional.normalize(
+        torch.cat([(rand(b, 2) * 2 - 1) * 1.2, -(0.3 + rand(b, 1))], -1), dim=-1
+    )
+    diffuse = (normals * direction[:, None]).sum(-1, keepdim=True).clamp_min(0)
+    half = torch.nn.functional.normalize(direction + torch.tensor([0, 0, -1.0], device=dev), dim=-1)
+    specular = (normals * half[:, None]).sum(-1, keepdim=True).clamp_min(0) ** 20
+    ambient = 0.25 + 0.4 * rand(b, 1, 1)
+    light_colour = 1 + (rand(b, 1, 3) - 0.5) * 0.2
+    shaded = albedo * (ambient + (1.1 - ambient) * diffuse) * light_colour + 0.15 * rand(b, 1, 1) * specular
+    return shaded.clamp(0, 1)
+
 
 def degrade(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Camera and compression effects on (b, 3, s, s) images: colour, blur, resolution, noise, JPEG (on the images' device)."""
