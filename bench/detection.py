@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--check", action="store_true", help="keep only detections the volume network calls a face (Settings.min_evidence), as the pipeline does")
     parser.add_argument("--timing-only", action="store_true", help="only the CPU times, no photo sets")
+    parser.add_argument("--sets", default="group-photos,real-faces,celeb-faces,aflw-faces,aflw2000-dev", help="comma-separated photo sets to run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detection.json")
     args = parser.parse_args()
 
@@ -276,15 +277,18 @@ def main() -> None:
                                         "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "python": platform.python_version()},
                                         "detect_faces_time": cpu}, indent=1) + "\n")
         return
-    sets["group-photos"] = group_photos(runner, args.data / "group-photos")
-    print("group-photos", json.dumps(sets["group-photos"]), flush=True)
+    chosen_sets = args.sets.split(",")
+    if "group-photos" in chosen_sets:
+        sets["group-photos"] = group_photos(runner, args.data / "group-photos")
     for set_name, split in (("real-faces", real_faces), ("celeb-faces", celeb_faces)):
-        sets[f"{set_name} val"] = found_any(runner, split(args.data / set_name, "val"), PAD[set_name])
-        print(set_name, json.dumps(sets[f"{set_name} val"]), flush=True)
-    sets["aflw-faces"] = aflw_faces(runner, args.data / "aflw-faces", args.per_bin)
-    print("aflw-faces", json.dumps(sets["aflw-faces"]), flush=True)
-    sets["aflw2000-dev"] = aflw2000(runner, args.data / "aflw2000-dev", args.per_bin)
-    print("aflw2000-dev", json.dumps(sets["aflw2000-dev"]), flush=True)
+        if set_name in chosen_sets:
+            sets[f"{set_name} val"] = found_any(runner, split(args.data / set_name, "val"), PAD[set_name])
+    if "aflw-faces" in chosen_sets:
+        sets["aflw-faces"] = aflw_faces(runner, args.data / "aflw-faces", args.per_bin)
+    if "aflw2000-dev" in chosen_sets:
+        sets["aflw2000-dev"] = aflw2000(runner, args.data / "aflw2000-dev", args.per_bin)
+    for set_name, result in sets.items():
+        print(set_name, json.dumps(result), flush=True)
     cpu = cpu_times(names, args.repeats)
     print("cpu", json.dumps(cpu), flush=True)
 
