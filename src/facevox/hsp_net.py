@@ -177,8 +177,8 @@ class HSPNet(VolumeNet):
         prior = dense.reshape(b, g1, -1, g1, g1).mean(2)[:, None]  # level 1's voxel i holds depths 2i and 2i + 1
         lifted = self.lift(F.avg_pool2d(decoded, 2)).reshape(b, -1, g0, g0, g0)
         features = self.level0(torch.cat([lifted, F.avg_pool3d(prior, 2).to(lifted.dtype)], 1))
-        images = [F.interpolate(m(decoded), size=(g, g), mode="bilinear", align_corners=False) if g != decoded.shape[-1] else m(decoded)
-                  for m, g in zip(self.image_maps, self.grids[1:])]
+        images = [m(decoded) if g == g1 else F.interpolate(m(decoded), size=(g, g), mode="bilinear", align_corners=False)
+                  for m, g in zip(self.image_maps, self.grids[1:])]  # level 1's grid is the decoded features' own
         return Coarse(self.classes0(features), features, prior, images)
 
     def candidates(self, level: int, coarse: Coarse, parent: Blocks | None) -> Candidates:

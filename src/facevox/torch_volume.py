@@ -98,6 +98,8 @@ class TorchVolumeModel:
         from facevox.net import NetConfig, VolumeNet
 
         self.path, self.info = model_files(path)
+        if "hierarchy" in self.info:
+            raise ValueError(f"{self.path.name} is a hierarchical model: it runs on onnxruntime (facevox.hierarchy), not here yet")
         self.input_size = int(self.info["input_size"])
         config = NetConfig(stacks=self.info["stacks"], width=self.info["width"], volume_depth=self.info["volume_depth"],
                            landmarks=self.info["num_landmarks"], input_size=self.input_size)
