@@ -103,7 +103,8 @@ def test_runtime_matches_the_torch_network(tiny_model):
             got = output.hierarchy.levels[number - 1]
             order, got_order = np.lexsort(origin.T[::-1]), np.lexsort(got.origin.T[::-1])
             assert np.array_equal(origin[order], got.origin[got_order])
-            probability = torch.sigmoid(level.occupancy[:, 0, 1:18, 2:18, 2:18]).numpy()[mine]
+            occupancy = level.occupancy[:, 0] if level.classes is None else level.occupancy[:, 0, 1:18, 2:18, 2:18]
+            probability = torch.sigmoid(occupancy).numpy()[mine]
             assert np.abs(probability[order] - got.probability[got_order]).max() < 1e-5
     assert [len(level.origin) for level in outputs[0].hierarchy.levels] == [8, 64, 512]
     depth, mask = outputs[0].front

@@ -34,6 +34,16 @@ def tiny_net(**changes):
     return build(NetConfig(**{**TINY, **changes}))
 
 
+def test_front_boundary_leaves_the_walls_out(batch, targets):
+    from facevox.hsp_net import BOUNDARY
+    from training.hsp import HierarchyTargets
+
+    walls = HierarchyTargets(batch.depth, batch.mask, [48, 96, 192, 384], 192, walls=True)
+    front, everything = targets.all_labels(1) == BOUNDARY, walls.all_labels(1) == BOUNDARY
+    assert (front <= everything).all() and everything.sum() > 1.3 * front.sum()
+    assert front[:, -2:].sum() * 10 < everything[:, -2:].sum()  # the back of the grid (depths 188-192): mostly walls
+
+
 def test_labels_follow_the_surface(batch, targets):
     from facevox.hsp_net import BOUNDARY, FREE, OCCUPIED
 
@@ -88,7 +98,9 @@ def test_blocks_read_their_parents_and_start_from_the_dense_prior():
     assert grids == [16, 32, 64, 128]
     assert [len(b.sample) for b in levels] == [2 * 8, 2 * 64, 2 * 512]  # every octant
     for level, blocks in enumerate(levels, start=1):
-        assert blocks.occupancy.shape == (len(blocks.sample), 1, SPAN, SPAN, SPAN)
+        last = level == len(levels)  # the last level predicts its core and the voxel in front of it alone
+        assert blocks.occupancy.shape == (len(blocks.sample), 1) + ((BLOCK + 1, BLOCK, BLOCK) if last else (SPAN,) * 3)
+        assert blocks.core(blocks.occupancy).shape == (len(blocks.sample), 1, BLOCK, BLOCK, BLOCK)
         assert (blocks.origin % BLOCK == 0).all() and (blocks.origin < grids[level]).all()
         assert len({tuple(o) for o in torch.cat([blocks.sample[:, None], blocks.origin], 1).tolist()}) == len(blocks.sample)
     assert levels[0].classes.shape[1:] == (3, SPAN, SPAN, SPAN) and levels[-1].classes is None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.hsp_net import BLOCK, BOUNDARY, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, grid_sizes, octant_max
+from facevox.hsp_net import BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, grid_sizes, octant_max
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -50,7 +50,7 @@ class ExportedTrunk(torch.nn.Module):
         decoded = self.net.trunk(image)
         heatmaps, landmark_depth = self.net.landmark_maps(decoded)
         coarse = self.net.coarse(decoded)
-        scores = octant_max(coarse.classes.softmax(1)[:, BOUNDARY])
+        scores = octant_max(boundary_probability(coarse.classes))
         features = F.pad(coarse.features, (CONTEXT,) * 6)
         prior = F.pad(coarse.prior, (HALO,) * 6, mode="replicate")
         return heatmaps, landmark_depth, scores, features, prior, *(F.pad(m, (HALO,) * 4) for m in coarse.images)
@@ -67,11 +67,11 @@ class ExportedLevel(torch.nn.Module):
 
     def forward(self, features, prior, image):
         out, occupancy, classes = self.net.levels[self.level - 1](features, prior, image)
+        if classes is None:  # the last level's outputs are already its core and the voxel in front
+            return torch.sigmoid(occupancy[:, 0])
         core = slice(HALO, HALO + BLOCK)
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
-        if classes is None:
-            return probability
-        scores = octant_max(classes[:, :, core, core, core].softmax(1)[:, BOUNDARY])
+        scores = octant_max(boundary_probability(classes[:, :, core, core, core]))
         return out, occupancy, scores, probability
 
 

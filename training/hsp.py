@@ -11,6 +11,13 @@ all over the voxel grown by one finest voxel each way (so that a finest voxel on
 coarse voxel's face still makes it boundary: HSP's 26-neighbour rule). These come from min/max-pooled
 2D maps, never from a full 384³ volume.
 
+Which surface is boundary (`--hsp-boundary`): "front" (the default) counts only the visible surface
+(with its steps at self-occlusions): a voxel is boundary when the depths of the face's columns in it
+span part of its depth, and a voxel beside the outline, behind the surface, is occupied however few
+of its columns are on the face; "all" is HSP's rule on the whole volume, whose boundary then includes
+the walls that the outline drops to the back of the grid (about half of the finest level's
+boundary voxels on renders), which the product's meshes never use.
+
 Expansion in training: a level's blocks are the octants above it that hold true boundary or that the
 network scores above the threshold, thinned at random to `hsp_blocks` per level and batch, and filled
 up to that number with other octants (so shapes stay fixed for cuDNN and the head sees empty octants
@@ -30,7 +37,7 @@ from facevox.hsp_net import BLOCK, BOUNDARY, FREE, MAX_BLOCKS, OCCUPIED, HSPNet,
 class HierarchyTargets:
     """Per-level labels and soft occupancy of a batch, read per block from 2D maps."""
 
-    def __init__(self, depth: torch.Tensor, mask: torch.Tensor, grids: list[int], input_size: int):
+    def __init__(self, depth: torch.Tensor, mask: torch.Tensor, grids: list[int], input_size: int, walls: bool = False):
         fine = grids[-1]
         scale = fine // input_size
         beside = F.max_pool2d(torch.where(mask, depth, -torch.inf)[:, None], 3, 1, 1)[:, 0]
@@ -41,7 +48,9 @@ class HierarchyTargets:
         self.margin = input_size / fine  # one finest voxel, in crop pixels
         surface = torch.where(self.fine_mask, self.fine_depth, torch.inf)[:, None]  # +inf: nothing full in the column
         nearest = -F.max_pool2d(-surface, 3, 1, 1)  # grown by one finest pixel
-        farthest = F.max_pool2d(surface, 3, 1, 1)
+        # walls: a column off the face counts as a surface at +inf (the outline's walls down to the back are
+        # boundary, as in HSP); else it is left out (only the visible surface is boundary)
+        farthest = F.max_pool2d(surface if walls else torch.where(self.fine_mask, self.fine_depth, -torch.inf)[:, None], 3, 1, 1)
         self.nearest, self.farthest, self.depth, self.mask = [], [], [], []
         for g in grids:
             r = fine // g
@@ -63,7 +72,7 @@ class HierarchyTargets:
         front, h = self._depths(level, origin, size)
         nearest = self._window(self.nearest[level], sample, origin, size)
         farthest = self._window(self.farthest[level], sample, origin, size)
-        occupied = farthest <= front - self.margin
+        occupied = (farthest <= front - self.margin) & torch.isfinite(nearest)  # behind the surface of every face column, and one there
         free = nearest >= front + h + self.margin
         return torch.where(occupied, OCCUPIED, torch.where(free, FREE, BOUNDARY))
 
@@ -97,6 +106,12 @@ def choose(candidates, truth: torch.Tensor, threshold: float, count: int):
     return priority.topk(min(count, len(priority))).indices
 
 
+def walls(cfg) -> bool:
+    if cfg["hsp_boundary"] not in ("front", "all"):
+        raise ValueError(f"--hsp-boundary {cfg['hsp_boundary']!r}: choose front or all")
+    return cfg["hsp_boundary"] == "all"
+
+
 def block_counts(text: str, levels: int) -> list[int]:
     counts = [int(c) for c in str(text).split(",")]
     return (counts * levels)[: levels - 1] if len(counts) == 1 else counts
@@ -105,7 +120,7 @@ def block_counts(text: str, levels: int) -> list[int]:
 def hierarchy_losses(net: HSPNet, decoded: torch.Tensor, batch, cfg) -> dict[str, torch.Tensor]:
     """HSP's losses over a batch, with the octants holding true boundary expanded (see the docstring).
     Returns "classes" and "occupancy" (trained) and per-level figures for the log."""
-    targets = HierarchyTargets(batch.depth, batch.mask, net.grids, net.config.input_size)
+    targets = HierarchyTargets(batch.depth, batch.mask, net.grids, net.config.input_size, walls=walls(cfg))
     coarse = net.coarse(decoded)
     labels = targets.all_labels(0)
     class_losses = [F.cross_entropy(coarse.classes.float(), labels)]
@@ -133,7 +148,7 @@ def hierarchy_losses(net: HSPNet, decoded: torch.Tensor, batch, cfg) -> dict[str
 
 @torch.no_grad()
 def evaluate_hierarchy(net: HSPNet, source, threshold: float, seed: int, batches: int = 2, batch_size: int = 8,
-                       limits=MAX_BLOCKS) -> dict[str, float]:
+                       limits=MAX_BLOCKS, walls: bool = False) -> dict[str, float]:
     """On held-out renders, as inference runs: blocks a face at each level, the share of the finest
     level's true boundary voxels that lie in refined blocks (recall), and the finest level's IoU inside
     the refined blocks."""
@@ -147,7 +162,7 @@ def evaluate_hierarchy(net: HSPNet, source, threshold: float, seed: int, batches
         batch = source.sample(batch_size, seed + i)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             _, found = net.hierarchy(net.trunk(batch.image), threshold, limits)
-        targets = HierarchyTargets(batch.depth, batch.mask, net.grids, net.config.input_size)
+        targets = HierarchyTargets(batch.depth, batch.mask, net.grids, net.config.input_size, walls)
         for level, blocks in enumerate(found):
             blocks_per_level[level] += len(blocks.sample)
         last = found[-1]

@@ -32,7 +32,7 @@ from facevox.net import CONFIGS, VolumeNet, build
 from facevox.torch_volume import from_onnx
 from facevox.volume import model_files
 from training import sfm
-from training.hsp import evaluate_hierarchy, hierarchy_losses
+from training.hsp import evaluate_hierarchy, hierarchy_losses, walls
 from training.sources.real import Mixture, RealFaces
 from training.sources.synthetic import SyntheticFaces, load_photos
 from training.splits import real_faces
@@ -60,6 +60,7 @@ config = dict(
     backbone_lr_scale=1.0,  # HSP: the backbone's and dense heads' learning rate is lr times this (the new head's is lr)
     freeze_steps=0,  # HSP: the backbone and dense heads stay as initialised for this many steps (only the new head learns)
     hsp_threshold=0.08,  # HSP: an octant is refined when its highest boundary probability exceeds this (HSP's demo value)
+    hsp_boundary="front",  # HSP: which surface is refined: "front" (the visible one) or "all" (HSP's rule, the outline's walls too); training/hsp.py
     hsp_blocks="2048,8192,16384",  # HSP: blocks per level and batch in training (levels 1, 2, ...; one number: every level)
     minutes=8.5,
     out="runs/main",
@@ -281,7 +282,7 @@ def main():
                 if held_out_real is not None:
                     record["real_iou"] = evaluate(net, held_out_real)["iou"]
                 if net.config.hsp_levels:
-                    record.update(evaluate_hierarchy(net, held_out, cfg["hsp_threshold"], HELD_OUT_SEED))
+                    record.update(evaluate_hierarchy(net, held_out, cfg["hsp_threshold"], HELD_OUT_SEED, walls=walls(cfg)))
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()

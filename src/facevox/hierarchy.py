@@ -187,7 +187,7 @@ class HierarchicalModel:
     crop alone). threshold: the octant refinement threshold (default: the model's JSON)."""
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, providers=None,
-                 mirror: bool = True, threshold: float | None = None, chunk: int = 1024):
+                 mirror: bool = True, threshold: float | None = None, chunk: int = 256):
         import onnxruntime
 
         self.path, self.info = model_files(path)
@@ -228,12 +228,16 @@ class HierarchicalModel:
         return [NetworkOutput(None, h, d, front=tree.front_depth(), hierarchy=tree) for h, d, tree in zip(heatmaps, depth, hierarchies)]
 
     def _run(self, session, inputs: dict) -> list[np.ndarray]:
-        """One level's graph on every block, `chunk` blocks a call."""
+        """One level's graph on every block, `chunk` blocks a call, into arrays made once."""
         count = len(next(iter(inputs.values())))
-        if count == 0:  # no block: the outputs' shapes from one block of zeros
-            return [o[:0] for o in session.run(None, {k: np.zeros((1,) + v.shape[1:], np.float32) for k, v in inputs.items()})]
-        parts = [session.run(None, {k: v[i : i + self.chunk] for k, v in inputs.items()}) for i in range(0, count, self.chunk)]
-        return [np.concatenate(outputs) for outputs in zip(*parts)]
+        first = session.run(None, {k: v[: max(min(self.chunk, count), 1)] if count else np.zeros((1,) + v.shape[1:], np.float32)
+                                   for k, v in inputs.items()})
+        outputs = [np.empty((count,) + part.shape[1:], part.dtype) for part in first]
+        for i in range(0, count, self.chunk):
+            parts = first if i == 0 else session.run(None, {k: v[i : i + self.chunk] for k, v in inputs.items()})
+            for output, part in zip(outputs, parts):
+                output[i : i + len(part)] = part
+        return outputs
 
     def _choose(self, scores: np.ndarray, faces: int, level: int) -> np.ndarray:
         """Flat indices of the octants above the threshold, at most max_blocks a face on average (the highest)."""

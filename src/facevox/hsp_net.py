@@ -16,7 +16,9 @@ level 2 is the dense model's grid (less its last 8 depths) and level 3 halves it
   grid, below that its parent's occupancy logits, trilinearly upsampled; its occupancy is that prior
   plus a learnt correction (zero at initialisation, so a fresh head starts as the dense volume).
   Image features at the block's (y, x), from the trunk, are added along its depth.
-* Inner levels predict free / boundary / occupied; the last predicts occupancy alone.
+* Inner levels predict free / boundary / occupied; the last predicts occupancy alone, and only on its
+  core (plus the voxel in front of it, for the surface's interpolation): nothing reads its halo. Only
+  level 1's blocks have a 3×3×3 convolution (`hsp_spatial`); finer ones are pointwise, for CPU time.
 
 All blocks of a level run as one batch. `facevox.hierarchy` runs the exported graphs with numpy between
 levels; training (training/hsp.py) expands the octants that hold true boundary.
@@ -93,6 +95,10 @@ class Blocks:
     classes: torch.Tensor | None
 
     def core(self, values: torch.Tensor) -> torch.Tensor:
+        """The 16³ core of outputs over SPAN³, or of the last level's (which has no children to give
+        context to: its outputs are the core with the voxel in front of it in depth, 17 × 16 × 16)."""
+        if values.shape[-1] == BLOCK:
+            return values[:, :, 1:]
         return values[:, :, HALO : HALO + BLOCK, HALO : HALO + BLOCK, HALO : HALO + BLOCK]
 
 
@@ -114,13 +120,19 @@ class Candidates:
 
 class LevelHead(nn.Module):
     """One level's block network, shared by all its blocks. spatial: a 3×3×3 convolution after the
-    up-convolution (else pointwise only, for the many blocks of the last level); prior_from_parent: the
-    prior comes as the parent's occupancy logits (CROP³), to be upsampled, else at this level (SPAN³)."""
+    up-convolution (else pointwise only: the finer levels' many blocks); prior_from_parent: the prior
+    comes as the parent's occupancy logits (CROP³), to be upsampled, else at this level (SPAN³); final:
+    the last level, which predicts occupancy alone and only on its core and the voxel in front of it.
+
+    The up-convolution (kernel 2, stride 2) is a 1×1×1 convolution to each parent voxel's 8 children
+    and a depth-to-space reshuffle; crops are taken before it, on the smaller parent tensors: both run
+    far faster on onnxruntime's CPU kernels than a transposed convolution and slices after it."""
 
     def __init__(self, channels: int, final: bool, spatial: bool, prior_from_parent: bool):
         super().__init__()
-        self.up = nn.ConvTranspose3d(channels, channels, 2, stride=2)
-        self.mix = nn.Conv3d(channels, channels, 3) if spatial else None
+        self.channels = channels
+        self.up = nn.Conv3d(channels, 8 * channels, 1)
+        self.mix = nn.Conv3d(channels, channels, 3, padding=1) if spatial else None
         self.prior_in = nn.Conv3d(1, channels, 1)
         self.pointwise = nn.Conv3d(channels, channels, 1)
         self.occupancy = nn.Conv3d(channels, 1, 1)
@@ -129,21 +141,37 @@ class LevelHead(nn.Module):
         self.classes = None if final else nn.Conv3d(channels, 3, 1)
         self.prior_from_parent = prior_from_parent
 
+    def upsample(self, features):
+        """(n, C, a, b, c) → (n, C, 2a, 2b, 2c): each voxel's 8 children, learnt."""
+        a, b, c = features.shape[-3:]
+        x = self.up(features).reshape(-1, self.channels, 2, 2, 2, a, b, c)
+        return x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(-1, self.channels, 2 * a, 2 * b, 2 * c)
+
     def forward(self, features, prior, image):
         """features (n, C, 12³) of the parent around the octant; prior (n, 1, 12³ or 20³) occupancy
         logits; image (n, C, 20, 20) → features (n, C, 20³), occupancy logits (n, 1, 20³), class logits
-        (n, 3, 20³) or None."""
-        up = self.up(features)  # (n, C, 24³): this level's voxels from 4 before the core to 4 after it
-        if self.mix is not None:
-            x = self.mix(up[:, :, 1:-1, 1:-1, 1:-1])
-        else:
-            x = up[:, :, 2:-2, 2:-2, 2:-2]
-        if self.prior_from_parent:
+        (n, 3, 20³); the last level: features and occupancy over 17 × 16 × 16, no classes."""
+        if self.prior_from_parent:  # (n, 1, 24³): this level's voxels from 4 before the core to 4 after it
             prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
+        if self.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
+            x = self.upsample(features[:, :, 1:-2, 2:-2, 2:-2])
+            prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
+        else:
+            x = self.upsample(features[:, :, 1:-1, 1:-1, 1:-1])  # SPAN³ around the core
+            if self.mix is not None:
+                x = self.mix(x)
         x = F.relu(x + self.prior_in(prior) + image[:, :, None])
         x = F.relu(self.pointwise(x))
         occupancy = prior + self.occupancy(x).float()
-        return x, occupancy, (self.classes(x) if self.classes is not None else None)
+        if self.classes is None:
+            return x, occupancy[:, :, 1:], None
+        return x, occupancy, self.classes(x)
+
+
+def boundary_probability(classes: torch.Tensor) -> torch.Tensor:
+    """(n, 3, ...) class logits → (n, ...) the softmax's boundary probability (written out: faster in ONNX)."""
+    free, boundary, occupied = classes[:, FREE], classes[:, BOUNDARY], classes[:, OCCUPIED]
+    return 1 / (1 + torch.exp(free - boundary) + torch.exp(occupied - boundary))
 
 
 class HSPNet(VolumeNet):
@@ -161,7 +189,8 @@ class HSPNet(VolumeNet):
         self.classes0 = nn.Conv3d(channels, 3, 1)
         self.image_maps = nn.ModuleList(nn.Conv2d(DECODED, channels, 1) for _ in range(1, levels))
         self.levels = nn.ModuleList(
-            LevelHead(channels, final=level == levels - 1, spatial=level < levels - 1, prior_from_parent=level >= 2)
+            LevelHead(channels, final=level == levels - 1, spatial=level <= config.hsp_spatial and level < levels - 1,
+                      prior_from_parent=level >= 2)
             for level in range(1, levels))
 
     def backbone(self) -> list[nn.Module]:
@@ -185,13 +214,13 @@ class HSPNet(VolumeNet):
         """Every octant of the level above `level` (its blocks' octants, or all of level 0's), scored."""
         device = coarse.classes.device
         if level == 1:
-            scores = octant_max(coarse.classes.float().softmax(1)[:, BOUNDARY])  # (b, n, n, n)
+            scores = octant_max(boundary_probability(coarse.classes.float()))  # (b, n, n, n)
             b, n = scores.shape[0], scores.shape[1]
             index = torch.stack(torch.meshgrid(*[torch.arange(n, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
             sample = torch.arange(b, device=device).repeat_interleave(len(index))
             octant = index.repeat(b, 1)
             return Candidates(sample, BLOCK * octant, sample, OCTANT * octant, scores.reshape(-1))
-        scores = octant_max(parent.core(parent.classes).float().softmax(1)[:, BOUNDARY])  # (m, 2, 2, 2)
+        scores = octant_max(boundary_probability(parent.core(parent.classes).float()))  # (m, 2, 2, 2)
         m = scores.shape[0]
         sub = torch.stack(torch.meshgrid(*[torch.arange(2, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
         source = torch.arange(m, device=device).repeat_interleave(8)
