@@ -111,6 +111,17 @@ def test_runtime_matches_the_torch_network(tiny_model):
     assert depth.shape == (SIZE, SIZE) and mask.dtype == bool and outputs[0].volume is None
 
 
+def test_runtime_runs_without_torch(tiny_model):
+    import subprocess
+    import sys
+
+    _, path = tiny_model
+    code = ("import sys, numpy as np; from facevox.volume import load_network; "
+            f"out = load_network({str(path)!r})(np.zeros((1, {SIZE}, {SIZE}, 3), np.uint8))[0]; "
+            "assert out.front[0].shape == ({SIZE}, {SIZE}) and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code.replace("{SIZE}", str(SIZE))], check=True)
+
+
 @pytest.mark.needs_detector
 def test_pipeline_runs_on_a_hierarchical_model(tiny_model):
     from skimage import data
@@ -125,3 +136,24 @@ def test_pipeline_runs_on_a_hierarchical_model(tiny_model):
     assert len(face.mesh.vertices) > 100 and len(face.mesh.triangles) > 100
     assert face.landmarks_3d.shape == (68, 3) and len(face.extras["solid"].triangles) > 0
     assert len(facevox.export(face, "glb")) > 1000
+
+
+def test_bench_compares_the_two_models(tmp_path, surrey):
+    """bench/hsp.py end to end on two renders, with an untrained hierarchical model for 192-pixel crops."""
+    torch = pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
+    import json
+
+    from bench import hsp as bench
+    from facevox.net import NetConfig, build
+    from training.export_onnx import export
+
+    torch.manual_seed(0)
+    path = tmp_path / "bench-hsp.onnx"
+    export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
+    out = tmp_path / "hsp.json"
+    bench.main(["--count", "2", "--batch-size", "2", "--timing-faces", "1", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
+    result = json.loads(out.read_text())
+    dense, hsp = result["results"]["dense"], result["results"]["hsp"]
+    assert 0.5 < dense["iou_own"] <= 1 and 0 <= hsp["iou_own"] <= 1 and 0 <= hsp["iou_common"] <= 1
+    assert dense["voxels"] == 200 * 192 * 192 and hsp["voxels"][0] == 48**3 and len(hsp["blocks"]) == 3
+    assert all(result["cpu"][m]["cpu_s_per_face"] > 0 and result["cpu"][m]["peak_rss_mb"] > 50 for m in ("dense", "hsp"))
