@@ -21,6 +21,10 @@ Per face, for each model:
     nme          68-landmark NME.
     voxels       voxels evaluated: the dense volume's, or each level's (level 0 whole, then the refined
                  blocks' 16³ cores; the heads also compute a 2-voxel halo around each, `halo_voxels`).
+Floors: `hsp_floor` is the hierarchical runtime's front depth from a perfect head (the targets' own
+hierarchy, `training.hsp.oracle_hierarchy`: true boundary blocks, target occupancy), on the crop's pixels
+and on the finest grid, with its blocks a face; `truth_floor` the dense error of the render's own depth
+map (what the measuring costs).
 CPU time and peak memory a face: each model in its own process (`--threads` threads), the network and the
 surface (front depth, mesh) on `--timing-faces` of the crops, after one warm-up face; wall and CPU seconds
 a face, and the process's peak resident memory.
@@ -31,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,14 +49,13 @@ from bench.accuracy_synthetic import DEFAULT_PHOTOS, SEED_BASE, depth_error
 from facevox.landmarks import from_heatmaps
 from facevox.mesh import front_depth, height_field, surface_from_depth
 from facevox.volume import VolumeModel, model_files
+from training.hsp import HierarchyTargets, oracle_hierarchy
 
 VISIBILITY_TOLERANCE = 1.5
 
 
 def fine_target(depth: np.ndarray, mask: np.ndarray, grid: int) -> np.ndarray:
     """(G, G, G) bool: the hierarchical model's finest target (occupancy > 0.5), built as in training."""
-    from training.hsp import HierarchyTargets
-
     targets = HierarchyTargets(torch.from_numpy(depth)[None].float(), torch.from_numpy(mask)[None], [grid], depth.shape[0])
     h = depth.shape[0] / grid
     centres = (np.arange(grid) + 0.5) * h - 0.5
@@ -102,6 +104,13 @@ def evaluate_face(batch, i, dense_out, tree_out, size: int, span: int) -> dict:
         "blocks": [len(level.origin) for level in tree.levels],
         "halo_voxels": [len(level.origin) * span**3 for level in tree.levels],
     }
+    oracle = oracle_hierarchy(HierarchyTargets(batch.depth[i : i + 1], batch.mask[i : i + 1], tree.grids, size), 0)
+    row["hsp_floor"] = {
+        "dense_error": depth_error(points, *oracle.front_depth(), scale),
+        "dense_error_fine": fine_height_field_error(points, *oracle.fine_front_depth(), scale, finest // size),
+        "blocks": [len(level.origin) for level in oracle.levels],
+    }
+    row["truth_floor"] = {"dense_error": depth_error(points, depth, mask, scale)}
     return row
 
 
@@ -109,50 +118,18 @@ def mesh_arrays(mesh):
     return mesh.vertices, mesh.triangles
 
 
-def timing_child(model: str, crops_path: str, threads: int) -> None:
-    """In a child process: one model's network and surface a face, and the peak memory (JSON on stdout)."""
-    from facevox.volume import load_network
-
-    crops = np.load(crops_path)
-    network = load_network(model, threads=threads)
-
-    def face(crop):
-        output = network(crop[None])[0]
-        depth, mask = output.front_depth()
-        surface_from_depth(depth, mask)
-
-    face(crops[0])  # warm-up
-    wall, cpu = time.perf_counter(), time.process_time()
-    for crop in crops[1:]:
-        face(crop)
-    count = len(crops) - 1
-    print(json.dumps({"wall_s_per_face": (time.perf_counter() - wall) / count, "cpu_s_per_face": (time.process_time() - cpu) / count,
-                      "peak_rss_mb": peak_rss_mb(), "faces": count}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory: /proc's VmHWM (getrusage's ru_maxrss would carry the
-    parent's peak into a child on Linux)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timing(model: str, crops: np.ndarray, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "crops.npy"
         np.save(path, crops)
-        done = subprocess.run([sys.executable, "-m", "bench.hsp", "--timing-child", model, str(path), "--threads", str(threads)],
+        done = subprocess.run([sys.executable, "-m", "bench.hsp_timing", model, str(path), str(threads)],
                               capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def summary(rows: list[dict]) -> dict:
     out = {}
-    for method in ("dense", "hsp"):
+    for method in ("dense", "hsp", "hsp_floor", "truth_floor"):
         entry = {}
         for key, value in rows[0][method].items():
             values = np.array([r[method][key] for r in rows], dtype=float)
@@ -171,10 +148,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timing-faces", type=int, default=8)
     parser.add_argument("--out", default="bench/results/hsp.json")
-    parser.add_argument("--timing-child", nargs=2, metavar=("MODEL", "CROPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.timing_child:
-        return timing_child(*args.timing_child, args.threads)
 
     from facevox.hierarchy import HierarchicalModel
     from training import sfm

@@ -157,3 +157,6 @@ def test_bench_compares_the_two_models(tmp_path, surrey):
     assert 0.5 < dense["iou_own"] <= 1 and 0 <= hsp["iou_own"] <= 1 and 0 <= hsp["iou_common"] <= 1
     assert dense["voxels"] == 200 * 192 * 192 and hsp["voxels"][0] == 48**3 and len(hsp["blocks"]) == 3
     assert all(result["cpu"][m]["cpu_s_per_face"] > 0 and result["cpu"][m]["peak_rss_mb"] > 50 for m in ("dense", "hsp"))
+    assert not any(result["cpu"][m]["torch_loaded"] for m in ("dense", "hsp"))  # the runtime's memory alone
+    floors = result["results"]
+    assert floors["truth_floor"]["dense_error"] < floors["hsp_floor"]["dense_error_fine"] + 0.001 < dense["dense_error"]

@@ -169,3 +169,20 @@ def test_train_command_starts_from_the_dense_model_and_resumes(tmp_path, monkeyp
     assert state["step"] == 2 and not torch.equal(state["model"]["decode.0.weight"], frozen["decode.0.weight"])
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 1 and np.isfinite(log[0]["classes"]) and "samples_per_s" in log[0]
+
+
+def test_a_perfect_head_gives_back_the_surface(batch):
+    """The runtime's composition (facevox.hierarchy) on the targets' own hierarchy: the front depth on
+    the finest grid is the fine target's, to the interpolation of clipped ramps."""
+    from training.hsp import HierarchyTargets, oracle_hierarchy
+
+    targets = HierarchyTargets(batch.depth, batch.mask, [48, 96, 192, 384], 192)
+    tree = oracle_hierarchy(targets, 1)
+    assert [len(level.origin) for level in tree.levels][-1] > 100
+    depth, mask = tree.fine_front_depth()
+    truth, truth_mask = targets.fine_depth[1].numpy(), targets.fine_mask[1].numpy()
+    assert (mask == truth_mask).mean() > 0.999
+    both = mask & truth_mask
+    assert np.abs(depth[both] - truth[both]).max() < 0.1  # a tenth of a finest voxel of 0.5 crop pixels, and some
+    crop_depth, crop_mask = tree.front_depth()
+    assert (crop_mask == batch.mask[1].numpy()).mean() > 0.999

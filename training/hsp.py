@@ -177,3 +177,26 @@ def evaluate_hierarchy(net: HSPNet, source, threshold: float, seed: int, batches
     torch.backends.cudnn.benchmark = autotune
     record = {f"blocks{level + 1}": (blocks_per_level[level] / (batches * batch_size)).item() for level in range(levels - 1)}
     return {**record, "boundary_recall": covered / max(total, 1), "block_iou": inter / max(union, 1)}
+
+
+def oracle_hierarchy(targets: HierarchyTargets, sample: int):
+    """The hierarchy a perfect head would give for one face of the batch (facevox.hierarchy.Hierarchy):
+    the target occupancy as the prior and in the blocks, the blocks where the true boundary is. What the
+    runtime's composition (front depth, volumes) costs with nothing wrong upstream."""
+    from facevox.hierarchy import Hierarchy, Level
+
+    grids = targets.grids
+    device = targets.fine_depth.device
+    first = torch.tensor([[0, 0, 0]], device=device)
+    which = torch.tensor([sample], device=device)
+    prior = targets.occupancy(1, which, first, grids[1])[0]
+    labels, origin, levels = targets.labels(0, which, first, grids[0]), None, []
+    for level in range(1, len(grids)):
+        octants = torch.nonzero(octant_max((labels == BOUNDARY).float()))  # (m, 4): block (or face), octant k, y, x
+        origin = BLOCK * octants[:, 1:] if level == 1 else 2 * (origin[octants[:, 0]] + 8 * octants[:, 1:])
+        faces = torch.full((len(origin),), sample, device=device)
+        core = targets.occupancy(level, faces, origin)
+        ahead = targets.occupancy(level, faces, origin - torch.tensor([1, 0, 0], device=device))[:, :1]  # the voxel in front
+        levels.append(Level(origin.cpu().numpy(), torch.cat([ahead, core], 1).cpu().numpy()))
+        labels = targets.labels(level, faces, origin)
+    return Hierarchy(targets.size, grids, prior.cpu().numpy(), levels)
