@@ -170,6 +170,20 @@ def test_train_command_starts_from_the_dense_model_and_resumes(tmp_path, monkeyp
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 1 and np.isfinite(log[0]["classes"]) and "samples_per_s" in log[0]
 
+    # The export command writes the graphs the runtime loads, and training can start again from them.
+    from facevox.hierarchy import HierarchicalModel
+    from training import export_onnx
+
+    onnx_path = tmp_path / "hsp.onnx"
+    monkeypatch.setattr(sys, "argv", ["export", str(out / "ckpt.pt"), str(onnx_path)])
+    export_onnx.main()
+    info = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert info["training_steps"] == 50134 + 2 and info["hierarchy"]["grids"] == [48, 96, 192, 384]
+    assert HierarchicalModel(onnx_path).levels and all((tmp_path / name).exists() for name in info["level_files"])
+    again = create("hsp-hg2-w192")
+    assert from_onnx(again, onnx_path) == []
+    assert torch.equal(again.state_dict()["levels.2.up.weight"], state["model"]["levels.2.up.weight"].float())
+
 
 def test_a_perfect_head_gives_back_the_surface(batch):
     """The runtime's composition (facevox.hierarchy) on the targets' own hierarchy: the front depth on

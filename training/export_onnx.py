@@ -85,7 +85,9 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
     c, size = net.config, net.config.input_size
     image_names = [f"image{level}" for level in range(1, c.hsp_levels)]
     outputs = ["heatmaps", "landmark_depth", "scores0", "features0", "prior1", *image_names]
-    torch.onnx.export(ExportedTrunk(net).eval(), torch.rand(1, 3, size, size), str(path), input_names=["image"], output_names=outputs,
+    # The wrappers stay in training mode and the net in eval mode, as for the dense export: PRESERVE then
+    # changes no module's mode, and the exporter merges no two equal weights (each keeps its name).
+    torch.onnx.export(ExportedTrunk(net), torch.rand(1, 3, size, size), str(path), input_names=["image"], output_names=outputs,
                       dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]}, opset_version=17, dynamo=False,
                       training=torch.onnx.TrainingMode.PRESERVE)
     for level, name in enumerate(level_files(path, c.hsp_levels), start=1):
@@ -94,9 +96,9 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                   torch.rand(2, c.hsp_channels, SPAN, SPAN))
         final = level == c.hsp_levels - 1
         outputs = ["probability"] if final else ["features", "occupancy", "scores", "probability"]
-        torch.onnx.export(ExportedLevel(net, level).eval(), inputs, str(path.parent / name), input_names=["parent_features", "prior", "image"],
+        torch.onnx.export(ExportedLevel(net, level), inputs, str(path.parent / name), input_names=["parent_features", "prior", "image"],
                           output_names=outputs, dynamic_axes={n: {0: "blocks"} for n in ["parent_features", "prior", "image", *outputs]},
-                          opset_version=17, dynamo=False)
+                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS)}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,
