@@ -197,6 +197,6 @@ def test_a_perfect_head_gives_back_the_surface(batch):
     truth, truth_mask = targets.fine_depth[1].numpy(), targets.fine_mask[1].numpy()
     assert (mask == truth_mask).mean() > 0.999
     both = mask & truth_mask
-    assert np.abs(depth[both] - truth[both]).max() < 0.1  # a tenth of a finest voxel of 0.5 crop pixels, and some
+    assert np.abs(depth[both] - truth[both]).max() < 0.1  # crop pixels: a fifth of a finest voxel
     crop_depth, crop_mask = tree.front_depth()
     assert (crop_mask == batch.mask[1].numpy()).mean() > 0.999
