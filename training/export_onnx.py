@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.hsp_net import BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, grid_sizes, octant_max
+from facevox.hsp_net import BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, forward_apart, grid_sizes, octant_max
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -66,13 +66,19 @@ class ExportedLevel(torch.nn.Module):
         self.net, self.level = net, level
 
     def forward(self, features, prior, image):
-        out, occupancy, classes = self.net.levels[self.level - 1](features, prior, image)
-        if classes is None:  # the last level's outputs are already its core and the voxel in front
-            return torch.sigmoid(occupancy[:, 0])
+        head = self.net.levels[self.level - 1]
         core = slice(HALO, HALO + BLOCK)
+        if head.mix is None:  # pointwise: computed with the children apart (features out in that layout)
+            out, occupancy, boundary = forward_apart(head, features, prior, image)
+            if boundary is not None:
+                boundary = boundary[:, core, core, core]
+        else:
+            out, occupancy, classes = head(features, prior, image)
+            boundary = None if classes is None else boundary_probability(classes[:, :, core, core, core])
+        if boundary is None:  # the last level's outputs are already its core and the voxel in front
+            return torch.sigmoid(occupancy[:, 0])
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
-        scores = octant_max(boundary_probability(classes[:, :, core, core, core]))
-        return out, occupancy, scores, probability
+        return out, occupancy, octant_max(boundary), probability
 
 
 def level_files(path: Path, levels: int) -> list[str]:
@@ -100,7 +106,9 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                           output_names=outputs, dynamic_axes={n: {0: "blocks"} for n in ["parent_features", "prior", "image", *outputs]},
                           opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
-                 "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS)}
+                 "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
+                 # each level graph's features: in space, or each voxel's 8 children apart (hsp_net.to_children)
+                 "feature_layout": ["space" if head.mix is not None else "children" for head in net.levels]}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,
             "hsp_channels": c.hsp_channels}
 

@@ -34,6 +34,17 @@ def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) 
     return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
 
 
+def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """`crop3d` of a volume whose voxels are stored with each parent voxel's 8 children apart
+    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space."""
+    a = volume.shape[-1]
+    v = start[:, :, None] + np.arange(size)  # (n, 3, size) voxels in space
+    child, half = v % 2, v // 2
+    k = (4 * child[:, 0, :, None, None] + 2 * child[:, 1, None, :, None] + child[:, 2, None, None, :]) * a + half[:, 0, :, None, None]
+    y, x = half[:, 1, None, :, None], half[:, 2, None, None, :]
+    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+
+
 def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
     """maps (B, C, H, W) → (n, C, size, size): maps[which[i], :, y:y+size, x:x+size] for start[i] = (y, x)."""
     r = np.arange(size)
@@ -202,6 +213,7 @@ class HierarchicalModel:
         self.grids, self.max_blocks = spec["grids"], spec["max_blocks"]
         self.block, self.octant, self.context, self.halo = spec["block"], spec["octant"], spec["context"], spec["halo"]
         self.threshold = spec["threshold"] if threshold is None else threshold
+        self.layouts = spec.get("feature_layout", ["space"] * len(self.levels))
         self.input_size = int(self.info["input_size"])
         self.mirror, self.chunk = mirror, chunk
 
@@ -270,7 +282,8 @@ class HierarchicalModel:
                 sub = np.stack(sub, 1)
                 sample = parent["sample"][source]
                 origin = 2 * (parent["origin"][source] + self.octant * sub)
-                inputs = {"parent_features": crop3d(parent["features"], source, self.octant * sub, crop),
+                cut = crop3d if self.layouts[level - 2] == "space" else crop3d_children
+                inputs = {"parent_features": cut(parent["features"], source, self.octant * sub, crop),
                           "prior": crop3d(parent["occupancy"], source, self.octant * sub, crop)}
             inputs["image"] = crop2d(images[level - 1], sample, origin[:, 1:], span)
             outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))

@@ -168,6 +168,43 @@ class LevelHead(nn.Module):
         return x, occupancy, self.classes(x)
 
 
+def to_children(x: torch.Tensor, a: int, b: int, c: int) -> torch.Tensor:
+    """(n, k, 2a, 2b, 2c) in space → (n, k, 8a, b, c) with each voxel's 8 children apart: index
+    (4·pk + 2·py + px)·a + i along the third axis for voxel (2i + pk, 2j + py, 2l + px)."""
+    return x.reshape(-1, x.shape[1], a, 2, b, 2, c, 2).permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(-1, x.shape[1], 8 * a, b, c)
+
+
+def to_space(x: torch.Tensor, a: int, b: int, c: int) -> torch.Tensor:
+    """The inverse of `to_children`."""
+    return x.reshape(-1, x.shape[1], 2, 2, 2, a, b, c).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(-1, x.shape[1], 2 * a, 2 * b, 2 * c)
+
+
+def forward_apart(head: LevelHead, features, prior, image):
+    """`LevelHead.forward` of a pointwise head (no 3×3×3 convolution), computed with each parent voxel's 8
+    children kept apart (`to_children`'s layout) instead of shuffled into space: the same numbers
+    without moving C channels through the depth-to-space shuffle (only the 1-channel prior, occupancy and
+    boundary probability move). Returns the features in that layout, the occupancy logits in space, and
+    instead of class logits the boundary probability (n, 20, 20, 20) in space (None at the last level).
+    For export (onnxruntime); training uses `forward`."""
+    channels = head.channels
+    if head.prior_from_parent:
+        prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
+    if head.classes is None:
+        features = features[:, :, 1:-2, 2:-2, 2:-2]
+        prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
+    else:
+        features = features[:, :, 1:-1, 1:-1, 1:-1]
+    a, b, c = features.shape[-3:]
+    prior = to_children(prior, a, b, c)
+    image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4)[:, :, None, :, :, None]  # (n, C, 1, py, px, 1, b, c)
+    x = (head.up(features).reshape(-1, channels, 8 * a, b, c) + head.prior_in(prior)).reshape(-1, channels, 2, 2, 2, a, b, c) + image
+    x = F.relu(head.pointwise(F.relu(x).reshape(-1, channels, 8 * a, b, c)))
+    occupancy = to_space(prior + head.occupancy(x).float(), a, b, c)
+    if head.classes is None:
+        return x, occupancy[:, :, 1:], None
+    return x, occupancy, to_space(boundary_probability(head.classes(x))[:, None], a, b, c)[:, 0]
+
+
 def boundary_probability(classes: torch.Tensor) -> torch.Tensor:
     """(n, 3, ...) class logits → (n, ...) the softmax's boundary probability (written out: faster in ONNX)."""
     free, boundary, occupied = classes[:, FREE], classes[:, BOUNDARY], classes[:, OCCUPIED]
