@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from facevox.net import CONFIGS, VolumeNet
 from facevox.torch_volume import from_onnx
 from training import train
 
@@ -67,10 +66,10 @@ def main():
     for text in args.variants:
         variant = dict(cfg, **parse_variant(text))
         size = variant["batch_size"]
-        net = VolumeNet(CONFIGS[variant["net"]]).to(device).to(memory_format=torch.channels_last)
+        net = train.new_net(variant["net"], device)
         if variant["init_onnx"]:
-            from_onnx(net, variant["init_onnx"])
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+            from_onnx(net, variant["init_onnx"], partial=bool(net.config.hsp_levels))
+        optimizer = torch.optim.AdamW(train.parameter_groups(net, 1.0), lr=1e-5)
         step_losses = torch.compile(train.losses) if variant["compile"] else train.losses
         seeds = (7 * 10**8 + i for i in itertools.count())
         stream = train.batches(source, size, seeds, variant["ahead"], device)

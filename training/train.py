@@ -4,6 +4,10 @@
     python -m training.train --init-onnx src/facevox/models/vrn-hg2-w192.onnx ...   # from shipped weights
     python -m training.train ... --real-labels cache/labels --real-photos cache --real-fraction 0.3
     python -m training.train ... --ict-fraction 0.3 --ict cache/ict-face     # ICT heads in the mix
+    python -m training.train --net hsp-hg2-w192 --init-onnx src/facevox/models/vrn-hg2-w192.onnx --freeze-steps 1000 ...
+
+An HSP net (`--net hsp-*`, facevox.hsp_net) also trains its hierarchical head (training/hsp.py); started from
+a dense model's ONNX file it takes that file's backbone and heads, and --freeze-steps holds them still at first.
 
 With --real-labels (training/label_real.py's output; photos in REAL_PHOTOS/SET/), each batch mixes
 synthetic faces with real photos and their profiled views (training/sources/real.py) in the given
@@ -30,10 +34,11 @@ from threading import Thread
 import torch
 import torch.nn.functional as F
 
-from facevox.net import CONFIGS, VolumeNet
+from facevox.net import CONFIGS, VolumeNet, build
 from facevox.torch_volume import from_onnx
 from facevox.volume import model_files
 from training import sfm
+from training.hsp import evaluate_hierarchy, hierarchy_losses, walls
 from training.ict_head import DEFAULT_DIR as ICT_DEFAULT_DIR, load_head
 from training.sources.ict import IctFaces
 from training.sources.real import Mixture, RealFaces
@@ -54,12 +59,19 @@ config = dict(
     volume_weight=1.0,
     heatmap_weight=1000.0,
     depth_weight=0.05,
+    classes_weight=1.0,  # HSP: free / boundary / occupied cross-entropy of level 0 and the inner levels
+    occupancy_weight=10.0,  # HSP: occupancy cross-entropy of the levels from 1 (the last one's is the volume; 10 as the dense volume in stage G)
     surface_weight=0.0,  # the surface's shape, offset and tilt taken out, and its slopes (`surface_loss`); 0: off (stages A–E); the shipped stages F and G used 0.02
     heatmap_sigma=1.5,  # in heatmap cells
     seed=1,  # training batches use seeds seed * 10**7 + step; held-out sets use seeds ≥ 10**9
     eval_every=500,
     ahead=2,  # batches drawn ahead in a background thread on their own CUDA stream (0: in the loop)
     compile=0,  # 1: torch.compile the network and losses (pays a compile of about a minute at start)
+    backbone_lr_scale=1.0,  # HSP: the backbone's and dense heads' learning rate is lr times this (the new head's is lr)
+    freeze_steps=0,  # HSP: the backbone and dense heads stay as initialised for this many steps (only the new head learns)
+    hsp_threshold=0.08,  # HSP: an octant is refined when its highest boundary probability exceeds this (HSP's demo value)
+    hsp_boundary="front",  # HSP: which surface is refined: "front" (the visible one) or "all" (HSP's rule, the outline's walls too); training/hsp.py
+    hsp_blocks="2048,8192,16384",  # HSP: blocks per level and batch in training (levels 1, 2, ...; one number: every level)
     minutes=8.5,
     out="runs/main",
     init_onnx="",
@@ -136,9 +148,11 @@ def surface_loss(volume_logits: torch.Tensor, depth: torch.Tensor, mask: torch.T
 
 
 def losses(net: VolumeNet, batch, cfg) -> dict[str, torch.Tensor]:
+    """The loss parts; those with a `NAME_weight` in the config are trained, the rest only logged."""
     c = net.config
     volume_target = occupancy(batch.depth, batch.mask, c.volume_depth)
-    volume, heatmaps, landmark_depth = net(batch.image)
+    decoded = net.trunk(batch.image)
+    volume, (heatmaps, landmark_depth) = net.volume_logits(decoded), net.landmark_maps(decoded)
     heatmap_target = heatmap_targets(batch.landmarks, heatmaps.shape[-1], c.input_size, cfg["heatmap_sigma"])
     depth_error = (landmark_depth.float() - batch.landmarks[..., 2, None, None]).abs()
     parts = {
@@ -148,6 +162,8 @@ def losses(net: VolumeNet, batch, cfg) -> dict[str, torch.Tensor]:
     }
     if cfg["surface_weight"]:
         parts["surface"] = surface_loss(volume, batch.depth, batch.mask)
+    if c.hsp_levels:
+        parts.update(hierarchy_losses(net, decoded, batch, cfg))
     return parts
 
 
@@ -156,7 +172,7 @@ def train_step(step_losses, net: VolumeNet, optimizer, batch, cfg) -> tuple[torc
     batch.image = batch.image.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch.image.is_cuda):
         parts = step_losses(net, batch, cfg)
-    loss = sum(cfg[f"{name}_weight"] * part for name, part in parts.items())
+    loss = sum(cfg[f"{name}_weight"] * part for name, part in parts.items() if f"{name}_weight" in cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -213,6 +229,16 @@ def evaluate(net: VolumeNet, source, batches: int = 4, batch_size: int = 16) -> 
     return {"iou": inter / max(union, 1)}
 
 
+def parameter_groups(net: VolumeNet, backbone_scale: float) -> list[dict]:
+    """The optimiser's groups, each with its learning-rate `scale`: an HSP net's backbone and dense heads
+    (net.backbone()) at `backbone_scale`, the rest at 1; a dense net is all one group at 1."""
+    if not net.config.hsp_levels:
+        return [{"params": list(net.parameters()), "scale": 1.0}]
+    backbone = {id(p) for module in net.backbone() for p in module.parameters()}
+    return [{"params": [p for p in net.parameters() if id(p) in backbone], "scale": backbone_scale},
+            {"params": [p for p in net.parameters() if id(p) not in backbone], "scale": 1.0}]
+
+
 def net_device(net):
     return next(net.parameters()).device
 
@@ -257,6 +283,15 @@ def build_sources(cfg: dict):
     return source, held_out
 
 
+def new_net(name: str, device) -> VolumeNet:
+    """A fresh network of the registry on the device, its 2D convolutions channels-last (the HSP head's 3D ones keep their layout)."""
+    net = build(CONFIGS[name]).to(device)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+    return net
+
+
 def main():
     cfg = config_from_command_line(config, __doc__)
     out = Path(cfg["out"])
@@ -266,19 +301,24 @@ def main():
 
     source, held_out = build_sources(cfg)
     torch.manual_seed(cfg["seed"])
-    net = VolumeNet(CONFIGS[cfg["net"]]).to(cfg["device"]).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    net = new_net(cfg["net"], cfg["device"])
+    optimizer = torch.optim.AdamW(parameter_groups(net, cfg["backbone_lr_scale"]), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step, checkpoint = 0, out / "ckpt.pt"
     base_steps = 0  # steps already in the weights a run started from (--init-onnx)
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=cfg["device"], weights_only=False)
         net.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        scales = [group["scale"] for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
+        for group, scale in zip(optimizer.param_groups, scales):  # this call's --backbone-lr-scale
+            group["scale"] = scale
         step = state["step"]
         base_steps = state.get("base_steps", 0)
         print(f"resumed {checkpoint} at step {step}")
     elif cfg["init_onnx"]:
-        from_onnx(net, cfg["init_onnx"])
+        missing = from_onnx(net, cfg["init_onnx"], partial=bool(net.config.hsp_levels))
+        if missing:
+            print(f"{len(missing)} weights not in {cfg['init_onnx']} start fresh (the hierarchical head)")
         base_steps = model_files(cfg["init_onnx"])[1].get("training_steps", 0)
         print(f"initialised from {cfg['init_onnx']}")
 
@@ -294,21 +334,28 @@ def main():
     last_step = cfg["stop_step"] or cfg["total_steps"]
     step_losses = torch.compile(losses) if cfg["compile"] else losses
     stream = batches(source, cfg["batch_size"], (cfg["seed"] * 10**7 + s for s in itertools.count(step)), cfg["ahead"], cfg["device"])
+    frozen = None
     while step < last_step and time.time() - started < cfg["minutes"] * 60:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step) * group["scale"]
+        if net.config.hsp_levels and (step < cfg["freeze_steps"]) != frozen:  # frozen: no gradients, no Adam steps, no weight decay
+            frozen = step < cfg["freeze_steps"]
+            for module in net.backbone():
+                module.requires_grad_(not frozen)
         loss, parts = train_step(step_losses, net, optimizer, next(stream), cfg)
         step += 1
         if step % 50 == 0 or step == 1:
+            steps_per_s = 50 / (time.time() - last) if step > 1 else 0.0
             record = {"step": step, "lr": lr_at(step), "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
-                      "steps_per_s": 50 / (time.time() - last) if step > 1 else 0.0,
-                      "samples_per_s": 50 * cfg["batch_size"] / (time.time() - last) if step > 1 else 0.0}
-            last = time.time()
+                      "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * cfg["batch_size"]}
             if step % cfg["eval_every"] == 0:
                 record.update({key: evaluate(net, held)["iou"] for key, held in held_out.items()})
+                if net.config.hsp_levels:
+                    record.update(evaluate_hierarchy(net, held_out["iou"], cfg["hsp_threshold"], HELD_OUT_SEED, walls=walls(cfg)))
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
+            last = time.time()  # the held-out check is not counted in the next rate
     state = {"model": net.state_dict(),
              "optimizer": optimizer.state_dict(), "step": step, "config": cfg["net"], "train_config": cfg,
              "base_steps": base_steps, "metadata": {"name": cfg["net"], "training_steps": base_steps + step}}

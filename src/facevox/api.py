@@ -19,7 +19,7 @@ from facevox.errors import NoFaceError
 from facevox.face import Face, Mesh
 from facevox.faces import Detection, decode_reduction, default_detectors, detect_faces
 from facevox.image import Photo, PhotoFile
-from facevox.volume import VolumeModel
+from facevox.volume import load_network
 
 
 MESH_CHOICES = ("head", "surface", "both")
@@ -55,11 +55,13 @@ class Reconstructor:
     """Loads the network and the face detectors once; call it on photos.
 
     network: the volume stage, any object with VolumeModel's interface, `surface=False` (landmarks only) included
-    (e.g. facevox.torch_volume.TorchVolumeModel on a GPU); by default VolumeModel(model_path, threads) on onnxruntime."""
+    (e.g. facevox.torch_volume.TorchVolumeModel on a GPU); by default the model at model_path (a file, or a shipped
+    model's name: "vrn-hg2-w192", the default, dense; "hsp-hg2-w192", hierarchical, docs/hsp.md) on onnxruntime
+    (facevox.volume.load_network)."""
 
     def __init__(self, model_path=None, detectors=None, settings: Settings | None = None, threads: int | None = None, network=None):
         self.settings = settings or Settings()
-        self.model = network if network is not None else VolumeModel(model_path, threads=threads, mirror=self.settings.mirror)
+        self.model = network if network is not None else load_network(model_path, threads=threads, mirror=self.settings.mirror)
         self.detectors = detectors if detectors is not None else default_detectors()
         self.mean_landmarks = np.asarray(self.model.info["mean_landmarks_3d"], dtype=np.float64)
         self.timings: dict[str, float] = {}
@@ -135,7 +137,7 @@ class Reconstructor:
         clock.lap("colour")
         extras = {"crop_matrix": matrix}
         if self.settings.solid:
-            extras["solid"] = mesh.to_photo(mesh.solid_mesh(output.volume, smooth_iterations=self.settings.smooth), matrix)
+            extras["solid"] = mesh.to_photo(mesh.solid_mesh(output.dense_volume(), smooth_iterations=self.settings.smooth), matrix)
             clock.lap("solid")
         points_photo = mesh.points_to_photo(points, matrix)
         yaw, pitch, roll = pose.head_pose(points, self.mean_landmarks)

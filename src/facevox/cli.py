@@ -57,7 +57,7 @@ def reconstruct_command(
     preview: bool = typer.Option(False, "--preview", help="Also write NAME.preview.png, the mesh seen from three angles."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
     max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate surfaces above this many triangles (0: never)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it), or a shipped model's name: vrn-hg2-w192 (dense, the default) or hsp-hg2-w192 (hierarchical, where shipped)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help=MIRROR_HELP),
     mesh: str = typer.Option("head", "--mesh", help=MESH_HELP),
 ):
@@ -170,7 +170,7 @@ def batch_command(
     all_faces: bool = typer.Option(True, "--all-faces/--largest-only", help="Every face in each photo, or only the largest."),
     size_mm: Optional[float] = typer.Option(None, "--size-mm", min=1.0, help="STL: scale the largest extent to this many millimetres."),
     max_triangles: int = typer.Option(0, "--max-triangles", min=0, help="Decimate surfaces above this many triangles (0: never)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Another ONNX model (a JSON of its sizes beside it), or a shipped model's name: vrn-hg2-w192 (dense, the default) or hsp-hg2-w192 (hierarchical, where shipped)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help=MIRROR_HELP),
     mesh: str = typer.Option("head", "--mesh", help=MESH_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", help=f"--device: the network's number format there ({', '.join(PRECISIONS)}); default fp16 on CUDA (as accurate as fp32 on the benchmark, 21 % faster end to end on an H100), else fp32."),

@@ -23,6 +23,9 @@ class NetConfig:
     volume_depth: int = 200
     landmarks: int = 68
     input_size: int = 192
+    hsp_levels: int = 0  # 0: the dense volume head alone; else the hierarchical head's levels (facevox.hsp_net)
+    hsp_channels: int = 8  # feature channels of every hierarchical level
+    hsp_spatial: int = 1  # levels (from 1) whose blocks have a 3×3×3 convolution; finer ones are pointwise (CPU cost)
 
 
 CONFIGS = {
@@ -30,6 +33,9 @@ CONFIGS = {
     "vrn-hg2-w128": NetConfig(stacks=2, width=128),
     "vrn-hg2-w192": NetConfig(stacks=2, width=192),
     "vrn-hg2-w256": NetConfig(stacks=2, width=256),
+    # Hierarchical surface prediction on vrn-hg2-w192's backbone: 48³ → 96³ → 192³ → 384³ (docs/hsp.md).
+    "hsp-hg1-w128": NetConfig(stacks=1, width=128, hsp_levels=4, hsp_channels=8),
+    "hsp-hg2-w192": NetConfig(stacks=2, width=192, hsp_levels=4, hsp_channels=8),
 }
 
 
@@ -110,5 +116,14 @@ class VolumeNet(nn.Module):
         return self.heatmap_head(decoded), self.depth_head(decoded) * self.config.volume_depth / 4 + self.config.volume_depth / 2
 
 
+def build(config: NetConfig) -> VolumeNet:
+    """The network of a config: a VolumeNet, or an HSPNet where it has hierarchical levels."""
+    if config.hsp_levels:
+        from facevox.hsp_net import HSPNet
+
+        return HSPNet(config)
+    return VolumeNet(config)
+
+
 def create(name: str) -> VolumeNet:
-    return VolumeNet(CONFIGS[name])
+    return build(CONFIGS[name])

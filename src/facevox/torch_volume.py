@@ -10,21 +10,30 @@ from facevox.landmarks import mirror_maps
 from facevox.volume import NetworkOutput, model_files
 
 
-def from_onnx(net, path) -> None:
+def from_onnx(net, path, partial: bool = False) -> list[str]:
     """Load a VolumeNet's weights from its exported ONNX file: the initializers carry the state dict
     by name (prefix 'net.'; export keeps batch norms unfolded), all but BatchNorm's step counters,
-    which inference does not use. Training can start again from the shipped file this way."""
+    which inference does not use. Training can start again from the shipped file this way. A
+    hierarchical model's level graphs (its JSON's `level_files`, beside it) are read too. partial: load
+    what the file has (a dense model's file into an HSPNet) and return the names it lacks, else raise."""
+    import json
+    from pathlib import Path
+
     import onnx
     import torch
     from onnx import numpy_helper
 
-    weights = {i.name.removeprefix("net."): numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    path = Path(path)
+    info = path.with_suffix(".json")
+    files = [path] + [path.parent / name for name in (json.loads(info.read_text()).get("level_files", []) if info.exists() else [])]
+    weights = {i.name.removeprefix("net."): numpy_helper.to_array(i) for f in files for i in onnx.load(str(f)).graph.initializer}
     state = net.state_dict()
     wanted = [k for k in state if not k.endswith("num_batches_tracked")]
     missing = [k for k in wanted if k not in weights]
-    if missing:
+    if missing and not partial:
         raise ValueError(f"{path} lacks {len(missing)} weights, e.g. {missing[:3]}")
-    net.load_state_dict({**state, **{k: torch.from_numpy(weights[k].copy()).reshape(state[k].shape) for k in wanted}})
+    net.load_state_dict({**state, **{k: torch.from_numpy(weights[k].copy()).reshape(state[k].shape) for k in wanted if k in weights}})
+    return missing
 
 
 def front_depth(volume, level: float = 0.5):
@@ -89,6 +98,8 @@ class TorchVolumeModel:
         from facevox.net import NetConfig, VolumeNet
 
         self.path, self.info = model_files(path)
+        if "hierarchy" in self.info:
+            raise ValueError(f"{self.path.name} is a hierarchical model: it runs on onnxruntime (facevox.hierarchy), not here yet")
         self.input_size = int(self.info["input_size"])
         config = NetConfig(stacks=self.info["stacks"], width=self.info["width"], volume_depth=self.info["volume_depth"],
                            landmarks=self.info["num_landmarks"], input_size=self.input_size)

@@ -33,6 +33,13 @@ class NetworkOutput:
     front: tuple[np.ndarray, np.ndarray] | None = None
     points: np.ndarray | None = None
     face_evidence: float | None = None  # where the network stage already measured it (on a GPU)
+    hierarchy: object | None = None  # a hierarchical model's facevox.hierarchy.Hierarchy (then volume is None)
+
+    def dense_volume(self) -> np.ndarray:
+        """The volume on the crop's grid: `volume`, or the hierarchy's composed on its level of that grid."""
+        if self.volume is not None or self.hierarchy is None:
+            return self.volume
+        return self.hierarchy.volume(self.hierarchy.grids.index(self.hierarchy.input_size))
 
     def landmarks(self, input_size: int) -> np.ndarray:
         """(68, 3) points (x, y, k) in crop pixels: `points`, or `facevox.landmarks.from_heatmaps`."""
@@ -52,11 +59,25 @@ class NetworkOutput:
 
 
 def model_files(path: str | os.PathLike | None = None) -> tuple[Path, dict]:
-    """The ONNX file (default: the shipped model) and its JSON of sizes."""
+    """The ONNX file (default: the shipped model; a bare name such as "hsp-hg2-w192": that model in
+    facevox/models/) and its JSON of sizes."""
     path = Path(path) if path else MODELS_DIR / f"{DEFAULT_MODEL}.onnx"
+    if not path.exists() and not path.suffix and (MODELS_DIR / f"{path.name}.onnx").exists():
+        path = MODELS_DIR / f"{path.name}.onnx"
     if not path.exists():
         raise FileNotFoundError(f"model file {path} not found")
     return path, json.loads(path.with_suffix(".json").read_text())
+
+
+def load_network(path: str | os.PathLike | None = None, threads: int | None = None, mirror: bool = True):
+    """The volume stage for a model file: VolumeModel for a dense model, facevox.hierarchy.HierarchicalModel
+    for a hierarchical one (its JSON has `hierarchy`)."""
+    path, info = model_files(path)
+    if "hierarchy" in info:
+        from facevox.hierarchy import HierarchicalModel
+
+        return HierarchicalModel(path, threads=threads, mirror=mirror)
+    return VolumeModel(path, threads=threads, mirror=mirror)
 
 
 class VolumeModel:

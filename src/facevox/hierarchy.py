@@ -1,0 +1,294 @@
+"""Hierarchical volume stage (HSP, docs/hsp.md) on onnxruntime, with numpy between the levels.
+
+The model is a trunk graph (landmark maps, level 0 and what the blocks read) and one graph per finer
+level, named in its JSON (`hierarchy`, `level_files`). Level by level, the octants whose highest
+boundary probability exceeds the threshold become blocks of the next level, cut out of their parents'
+outputs here and run as one batch (in chunks of `chunk` blocks, to bound memory). A face's result is a
+`Hierarchy`: the dense prior on level 1's grid and each level's blocks, from which come the front
+depth (what the surface mesh needs), a dense volume at any level, and a mesh by marching cubes on the
+finest blocks alone.
+
+Grids: level l has G_l voxels a side; its voxel i is centred at crop coordinate (i + ½)·h − ½, h = s / G_l,
+on every axis (depth too, in crop pixels, as the dense volume's k).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facevox.face import Mesh
+from facevox.landmarks import mirror_maps
+from facevox.volume import NetworkOutput, model_files
+
+
+def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """volume (B, C, D, H, W) → (n, C, size, size, size): volume[which[i], :, k:k+size, y:y+size, x:x+size]
+    for start[i] = (k, y, x)."""
+    r = np.arange(size)
+    k = (start[:, 0, None] + r)[:, :, None, None]
+    y = (start[:, 1, None] + r)[:, None, :, None]
+    x = (start[:, 2, None] + r)[:, None, None, :]
+    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+
+
+def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """`crop3d` of a volume whose voxels are stored with each parent voxel's 8 children apart
+    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space."""
+    a = volume.shape[-1]
+    v = start[:, :, None] + np.arange(size)  # (n, 3, size) voxels in space
+    child, half = v % 2, v // 2
+    k = (4 * child[:, 0, :, None, None] + 2 * child[:, 1, None, :, None] + child[:, 2, None, None, :]) * a + half[:, 0, :, None, None]
+    y, x = half[:, 1, None, :, None], half[:, 2, None, None, :]
+    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+
+
+def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """maps (B, C, H, W) → (n, C, size, size): maps[which[i], :, y:y+size, x:x+size] for start[i] = (y, x)."""
+    r = np.arange(size)
+    y = (start[:, 0, None] + r)[:, :, None]
+    x = (start[:, 1, None] + r)[:, None, :]
+    return np.ascontiguousarray(maps.transpose(0, 2, 3, 1)[which[:, None, None], y, x].transpose(0, 3, 1, 2))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass
+class Level:
+    """A level's blocks of one face: origin (m, 3) of each 16³ core in the level's voxels (k, y, x) and
+    the occupancy probability (m, 17, 16, 16) of the core, with the voxel in front of it in depth first."""
+
+    origin: np.ndarray
+    probability: np.ndarray
+
+
+@dataclass
+class Hierarchy:
+    """One face's prediction: prior (G1, G1, G1), the dense head's occupancy on level 1's grid, and the
+    blocks of each level from 1."""
+
+    input_size: int
+    grids: list[int]
+    prior: np.ndarray
+    levels: list[Level] = field(default_factory=list)
+
+    def spacing(self, level: int) -> float:
+        return self.input_size / self.grids[level]
+
+    def voxels(self) -> list[int]:
+        """Voxels predicted at each level (level 0 whole, then the blocks' cores)."""
+        return [self.grids[0] ** 3] + [int(np.prod(level.probability[:, 1:].shape)) for level in self.levels]
+
+    def fine_front_depth(self) -> tuple[np.ndarray, np.ndarray]:
+        """The depth (crop pixels; +inf off the face) and mask of the visible surface on the finest
+        level's lateral grid: the prior's, then at each level the shallowest 0.5 crossing of its blocks
+        in each column they cover; a column whose blocks hold the coarser surface and find it empty
+        leaves the face."""
+        from facevox.mesh import front_depth
+
+        index, mask = front_depth(self.prior)
+        depth = (index + 0.5) * self.spacing(1) - 0.5
+        for number, level in enumerate(self.levels, start=1):
+            g, h = self.grids[number], self.spacing(number)
+            if depth.shape[0] != g:
+                factor = g // depth.shape[0]
+                depth, mask = (np.repeat(np.repeat(a, factor, 0), factor, 1) for a in (depth, mask))
+            if not len(level.origin):
+                continue
+            probability = level.probability
+            full = probability[:, 1:] > 0.5
+            crossed = full.any(axis=1)  # (m, 16, 16)
+            first = full.argmax(axis=1)
+            after = np.take_along_axis(probability[:, 1:], first[:, None], 1)[:, 0]
+            before = np.minimum(np.take_along_axis(probability, first[:, None], 1)[:, 0], 0.5)
+            index = first - 1 + (0.5 - before) / np.maximum(after - before, 1e-6)
+            k0 = level.origin[:, 0, None, None]
+            crossing = (k0 + index + 0.5) * h - 0.5
+            r = np.arange(probability.shape[-1])
+            column = (level.origin[:, 1, None, None] + r[:, None]) * g + level.origin[:, 2, None, None] + r
+            best = np.full(g * g, np.inf)
+            np.minimum.at(best, column[crossed], crossing[crossed])
+            coarse = depth.ravel()[column]
+            start, end = k0 * h - 0.5, (k0 + probability.shape[1] - 1) * h - 0.5
+            empty = ~crossed & (coarse >= start) & (coarse < end)
+            found = np.isfinite(best)
+            mask = mask.ravel().copy()
+            mask[column[empty]] = False
+            mask = (mask | found).reshape(g, g)
+            depth = np.where(found, best, depth.ravel()).reshape(g, g)
+        return np.where(mask, depth, np.inf), mask
+
+    def front_depth(self) -> tuple[np.ndarray, np.ndarray]:
+        """`fine_front_depth` on the crop's pixel grid (what facevox.mesh.surface_from_depth takes): each
+        crop pixel is the mean of the finer pixels around its centre that are on the face, and is on the
+        face when at least half of them are."""
+        depth, mask = self.fine_front_depth()
+        factor = depth.shape[0] // self.input_size
+        if factor == 1:
+            return depth, mask
+        n = self.input_size
+        blocks = mask.reshape(n, factor, n, factor)
+        count = blocks.sum(axis=(1, 3))
+        total = np.where(mask, depth, 0.0).reshape(n, factor, n, factor).sum(axis=(1, 3))
+        coarse_mask = count * 2 >= factor * factor
+        return np.where(coarse_mask, total / np.maximum(count, 1), np.inf), coarse_mask
+
+    def volume(self, level: int) -> np.ndarray:
+        """(G, G, G) occupancy probability on `level`'s grid, indexed [k, y, x]: the prior, with each
+        level's blocks written over it (repeated where coarser than `level`, averaged where finer)."""
+        g = self.grids[level]
+        ratio = g / self.grids[1]
+        if ratio >= 1:
+            f = int(ratio)
+            volume = np.repeat(np.repeat(np.repeat(self.prior, f, 0), f, 1), f, 2).astype(np.float32)
+        else:
+            d = int(1 / ratio)
+            volume = self.prior.reshape(g, d, g, d, g, d).mean(axis=(1, 3, 5)).astype(np.float32)
+        for number, blocks in enumerate(self.levels, start=1):
+            cores = blocks.probability[:, 1:]
+            side = cores.shape[-1]
+            if number <= level:
+                f = 2 ** (level - number)
+                cores = np.repeat(np.repeat(np.repeat(cores, f, 1), f, 2), f, 3) if f > 1 else cores
+                origins = blocks.origin * f
+            else:
+                d = 2 ** (number - level)
+                if d > side:
+                    continue
+                cores = cores.reshape(-1, side // d, d, side // d, d, side // d, d).mean(axis=(2, 4, 6))
+                origins = blocks.origin // d
+            span = cores.shape[-1]
+            for (k, y, x), core in zip(origins, cores):
+                volume[k : k + span, y : y + span, x : x + span] = core
+        return volume
+
+    def boundary_mesh(self, level: int | None = None) -> Mesh:
+        """Marching cubes at 0.5 on the blocks of `level` (default the finest) alone, in crop coordinates
+        (x, y, k): the surface where the network refined it, the visible face and the outline's walls."""
+        from skimage.measure import marching_cubes
+
+        level = len(self.grids) - 1 if level is None else level
+        blocks = self.levels[level - 1]
+        if not len(blocks.origin):
+            return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+        side = blocks.probability.shape[-1]
+        low, high = blocks.origin.min(0), blocks.origin.max(0) + side
+        pad_low, pad_high = np.minimum(low, 1), np.minimum(self.grids[level] - high, 1)
+        box = tuple(slice(a - p, b + q) for a, b, p, q in zip(low, high, pad_low, pad_high))
+        volume = self.volume(level)[box]
+        inside = np.zeros(volume.shape, bool)
+        for k, y, x in blocks.origin - (low - pad_low):
+            inside[k : k + side, y : y + side, x : x + side] = True
+        if volume[inside].min() > 0.5 or volume[inside].max() < 0.5:
+            return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+        vertices, triangles, _, _ = marching_cubes(volume, 0.5, mask=inside, allow_degenerate=False)
+        h = self.spacing(level)
+        points = (vertices + (low - pad_low) + 0.5) * h - 0.5  # (k, y, x) in crop pixels
+        return Mesh(points[:, ::-1].copy(), triangles.astype(np.int64))
+
+
+class HierarchicalModel:
+    """A hierarchical model on onnxruntime, with facevox.volume.VolumeModel's interface: its outputs carry
+    the front depth (`front`) and the face's `Hierarchy` instead of a dense volume. mirror: the landmark
+    maps and the dense prior are the means of the crop's and its mirror image's (the blocks run on the
+    crop alone). threshold: the octant refinement threshold (default: the model's JSON)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None, providers=None,
+                 mirror: bool = True, threshold: float | None = None, chunk: int = 256):
+        import onnxruntime
+
+        self.path, self.info = model_files(path)
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = providers or ["CPUExecutionProvider"]
+        self.trunk = onnxruntime.InferenceSession(str(self.path), options, providers=providers)
+        self.levels = [onnxruntime.InferenceSession(str(self.path.parent / name), options, providers=providers)
+                       for name in self.info["level_files"]]
+        spec = self.info["hierarchy"]
+        self.grids, self.max_blocks = spec["grids"], spec["max_blocks"]
+        self.block, self.octant, self.context, self.halo = spec["block"], spec["octant"], spec["context"], spec["halo"]
+        self.threshold = spec["threshold"] if threshold is None else threshold
+        self.layouts = spec.get("feature_layout", ["space"] * len(self.levels))
+        self.input_size = int(self.info["input_size"])
+        self.mirror, self.chunk = mirror, chunk
+
+    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps alone."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        n = len(crops)
+        batch = crops.transpose(0, 3, 1, 2)
+        if not surface:
+            batch = np.ascontiguousarray(batch, dtype=np.float32) / 255.0
+            heatmaps, depth = self.trunk.run(["heatmaps", "landmark_depth"], {"image": batch})
+            return [NetworkOutput(None, h, d) for h, d in zip(heatmaps, depth)]
+        if self.mirror:
+            batch = np.concatenate([batch, batch[..., ::-1]])
+        batch = np.ascontiguousarray(batch, dtype=np.float32) / 255.0
+        heatmaps, depth, scores, features, prior, *images = self.trunk.run(None, {"image": batch})
+        if self.mirror:
+            heatmaps, depth = ((maps[:n] + mirror_maps(maps[n:])) / 2 for maps in (heatmaps, depth))
+            prior = (prior[:n] + prior[n:, ..., ::-1]) / 2
+            scores, features, images = scores[:n], features[:n], [image[:n] for image in images]
+        hierarchies = self.refine(scores, features, prior, images)
+        return [NetworkOutput(None, h, d, front=tree.front_depth(), hierarchy=tree) for h, d, tree in zip(heatmaps, depth, hierarchies)]
+
+    def _run(self, session, inputs: dict) -> list[np.ndarray]:
+        """One level's graph on every block, `chunk` blocks a call, into arrays made once."""
+        count = len(next(iter(inputs.values())))
+        first = session.run(None, {k: v[: max(min(self.chunk, count), 1)] if count else np.zeros((1,) + v.shape[1:], np.float32)
+                                   for k, v in inputs.items()})
+        outputs = [np.empty((count,) + part.shape[1:], part.dtype) for part in first]
+        for i in range(0, count, self.chunk):
+            parts = first if i == 0 else session.run(None, {k: v[i : i + self.chunk] for k, v in inputs.items()})
+            for output, part in zip(outputs, parts):
+                output[i : i + len(part)] = part
+        return outputs
+
+    def _choose(self, scores: np.ndarray, faces: int, level: int) -> np.ndarray:
+        """Flat indices of the octants above the threshold, at most max_blocks a face on average (the highest)."""
+        flat = scores.reshape(-1)
+        chosen = np.flatnonzero(flat > self.threshold)
+        limit = self.max_blocks[min(level, len(self.max_blocks)) - 1] * faces
+        if len(chosen) > limit:
+            chosen = chosen[np.argsort(-flat[chosen], kind="stable")[:limit]]
+        return np.sort(chosen)
+
+    def refine(self, scores, features, prior, images) -> list[Hierarchy]:
+        """The trunk's outputs for n faces (padded as exported) → each face's Hierarchy."""
+        n, halo = len(scores), self.halo
+        g1 = self.grids[1]
+        trees = [Hierarchy(self.input_size, self.grids, sigmoid(prior[i, 0, halo : halo + g1, halo : halo + g1, halo : halo + g1]))
+                 for i in range(n)]
+        crop, span = self.octant + 2 * self.context, self.block + 2 * halo
+        parent = None
+        for level, session in enumerate(self.levels, start=1):
+            if level == 1:
+                chosen = self._choose(scores, n, level)
+                sample, *octant = np.unravel_index(chosen, scores.shape)
+                octant = np.stack(octant, 1)
+                origin = self.block * octant
+                inputs = {"parent_features": crop3d(features, sample, self.octant * octant, crop),
+                          "prior": crop3d(prior, sample, origin, span)}
+            else:
+                chosen = self._choose(parent["scores"], n, level)
+                source, *sub = np.unravel_index(chosen, parent["scores"].shape)
+                sub = np.stack(sub, 1)
+                sample = parent["sample"][source]
+                origin = 2 * (parent["origin"][source] + self.octant * sub)
+                cut = crop3d if self.layouts[level - 2] == "space" else crop3d_children
+                inputs = {"parent_features": cut(parent["features"], source, self.octant * sub, crop),
+                          "prior": crop3d(parent["occupancy"], source, self.octant * sub, crop)}
+            inputs["image"] = crop2d(images[level - 1], sample, origin[:, 1:], span)
+            outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))
+            for i, tree in enumerate(trees):
+                mine = sample == i
+                tree.levels.append(Level(origin[mine], outputs["probability"][mine]))
+            parent = {**outputs, "sample": sample, "origin": origin}
+        return trees
