@@ -1,0 +1,189 @@
+"""The in-browser pipeline (web/static/device/) against the Python one, stage by stage, in headless
+Chromium: the same photo or crop through both, compared within stated tolerances.
+
+Skipped only when Chromium or the playwright package is missing (CI installs both: see .ci/run)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing (pip install playwright)")
+
+# The in-page modules, loaded once per page: window.device = { ort, modules by name, reconstructor }.
+LOAD = """async () => {
+  if (window.device) return;
+  const names = ['contract', 'photo', 'faces', 'crop', 'volume', 'landmarks', 'mesh', 'pose', 'export', 'pipeline'];
+  const modules = await Promise.all(names.map((name) => import(`./static/device/${name}.js`)));
+  const ort = await import('./static/vendor/onnxruntime-web/ort.wasm.min.mjs');
+  const device = { ort, ...Object.fromEntries(names.map((name, i) => [name, modules[i]])) };
+  device.reconstructor = await device.pipeline.Reconstructor.load(ort, 'models/');
+  device.bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  window.device = device;
+}"""
+
+
+class RefuseReconstruction:
+    """The server's reconstructor in these tests: device mode must never call it."""
+
+    def reconstruct(self, *args, **kwargs):
+        raise AssertionError("the server was asked to reconstruct a photo")
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    from facevox.web import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(RefuseReconstruction()), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def device_page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.goto(server + "/")
+        page.evaluate(LOAD)
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def facevox_detector():
+    from facevox.faces import OnnxFaceDetector
+
+    return OnnxFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def volume_model():
+    from facevox.volume import VolumeModel
+
+    return VolumeModel()
+
+
+def b64(data) -> str:
+    return base64.b64encode(bytes(data)).decode()
+
+
+def test_page_is_cross_origin_isolated_and_serves_only_the_device_models(device_page, server):
+    import urllib.error
+    import urllib.request
+
+    assert device_page.evaluate("crossOriginIsolated")  # so onnxruntime-web may use threads
+    with urllib.request.urlopen(server + "/models/pipeline.json") as response:
+        assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(server + "/models/ict_head.npz")  # the head is not part of the device pipeline
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(server + "/models/..%2Fapi.py")
+
+
+@pytest.mark.parametrize("photo", ["astronaut_png", "grace_hopper_jpeg"])
+def test_detection_and_crop_match_python(device_page, facevox_detector, photo, request):
+    """The photo decoded, faces found (facevox's detector; grace_hopper is resized for it) and cropped:
+    boxes within 0.02 pixel, crops within one level."""
+    from facevox import crop
+    from facevox.faces import detect_faces
+    from facevox.image import load_image
+
+    data = request.getfixturevalue(photo)
+    pixels = load_image(data)
+    expected = detect_faces(pixels, [facevox_detector])
+    found = device_page.evaluate("""async (b64) => {
+      const { image } = await device.photo.decodePhoto(new Blob([device.bytes(b64)]), 64e6);
+      const faces = await device.faces.detectFaces(image, device.reconstructor.detector, device.ort, device.reconstructor.contract);
+      const matrix = device.crop.cropMatrix(faces[0].box, 192, device.reconstructor.rules);
+      return { faces, matrix, crop: Array.from(device.crop.cropImage(image, matrix, 192)), size: [image.width, image.height] };
+    }""", b64(data))
+    assert found["size"] == [pixels.shape[1], pixels.shape[0]]
+    assert len(found["faces"]) == len(expected) >= 1
+    for js, py in zip(found["faces"], expected):
+        assert np.abs(np.array(js["box"]) - py.box).max() < 0.02
+        assert js["score"] == pytest.approx(py.score, abs=1e-4)
+    assert np.abs(np.array(found["matrix"]) - crop.crop_matrix(found["faces"][0]["box"])).max() < 1e-9  # the same rule
+    matrix = crop.crop_matrix(expected[0].box)
+    python_crop = crop.crop_image(pixels, matrix).astype(int)
+    js_crop = np.array(found["crop"]).reshape(192, 192, 3)
+    assert np.abs(js_crop - python_crop).max() <= 1
+
+
+def test_network_landmarks_and_front_depth_match_python(device_page, volume_model, astronaut):
+    """A fixed crop (Python's, of the astronaut) through the network, mirrored, in both: landmarks within
+    0.02 crop pixel, front depth within 0.02 voxel where both see the face, the face's outline the same
+    but for 0.1 % of its columns; evidence within 1e-4; head pose within 0.01°."""
+    from facevox import crop, mesh, pose
+    from facevox.faces import OnnxFaceDetector, detect_faces
+    from facevox.landmarks import face_evidence
+
+    box = detect_faces(astronaut, [OnnxFaceDetector()])[0].box
+    fixed = crop.crop_image(astronaut, crop.crop_matrix(box))
+    output = volume_model(fixed)[0]
+    points = output.landmarks(192)
+    depth, mask = output.front_depth()
+    js = device_page.evaluate("""async (b64) => {
+      const r = device.reconstructor;
+      const net = r.contract.network;
+      const out = await device.volume.runNetwork(r.network, device.ort, device.bytes(b64), net, r.rules.mirror_68);
+      const points = device.landmarks.fromHeatmaps(out.heatmaps, out.depth, 68, net.heatmap_size, 192);
+      const front = device.mesh.frontDepth(out.volume, net.volume_depth, 192, 192, r.rules.surface.level);
+      return { points, pose: device.pose.headPose(points, net.mean_landmarks_3d),
+               evidence: device.landmarks.faceEvidence(out.heatmaps, 68, net.heatmap_size),
+               depth: Array.from(front.depth, (d) => (Number.isFinite(d) ? d : -1)), mask: Array.from(front.mask) };
+    }""", b64(fixed))
+    assert np.abs(np.array(js["points"]) - points).max() < 0.02
+    assert js["evidence"] == pytest.approx(face_evidence(output.heatmaps), abs=1e-4)
+    assert np.abs(np.array(js["pose"]) - pose.head_pose(points, volume_model.info["mean_landmarks_3d"])).max() < 0.01
+    js_mask = np.array(js["mask"], bool).reshape(192, 192)
+    assert mask.sum() > 10_000 and (js_mask != mask).sum() <= 0.001 * mask.sum()
+    both = js_mask & mask
+    assert np.abs(np.array(js["depth"]).reshape(192, 192)[both] - depth[both]).max() < 0.02
+
+
+def test_surface_mesh_matches_python_exactly(device_page, volume_model, astronaut):
+    """The same front depth through both surface builders (outline limit, large pieces, height field):
+    the same vertices in the same order, the same triangles."""
+    from facevox import crop, mesh
+    from facevox.faces import OnnxFaceDetector, detect_faces
+
+    box = detect_faces(astronaut, [OnnxFaceDetector()])[0].box
+    depth, mask = volume_model(crop.crop_image(astronaut, crop.crop_matrix(box)))[0].front_depth()
+    mask[60:64, 60:64] = False  # a hole, and an island of stray columns to leave out
+    mask[2:4, 2:5], depth[2:4, 2:5] = True, 50.0
+    expected = mesh.surface_from_depth(depth, mask)
+    js = device_page.evaluate("""([depth, mask]) => {
+      const d = Float64Array.from(depth, (v, i) => (mask[i] ? v : Infinity));
+      const s = device.mesh.surfaceFromDepth(d, Uint8Array.from(mask), 192, 192, device.reconstructor.rules.surface);
+      return { vertices: Array.from(s.vertices), triangles: Array.from(s.triangles) };
+    }""", [np.where(mask, depth, 0).ravel().tolist(), mask.ravel().astype(int).tolist()])
+    assert len(expected.triangles) > 20_000
+    assert np.array_equal(np.array(js["triangles"]).reshape(-1, 3), expected.triangles)
+    assert np.abs(np.array(js["vertices"]).reshape(-1, 3) - expected.vertices).max() < 1e-9
