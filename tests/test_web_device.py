@@ -6,6 +6,8 @@ Skipped only when Chromium or the playwright package is missing (CI installs bot
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
 import socket
 import threading
@@ -13,6 +15,8 @@ import time
 
 import numpy as np
 import pytest
+import trimesh
+from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
@@ -64,16 +68,20 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def device_page(server):
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        page.goto(server + "/")
-        page.evaluate(LOAD)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def device_page(browser, server):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.evaluate(LOAD)
+    yield page
+    page.close()
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +195,70 @@ def test_surface_mesh_matches_python_exactly(device_page, volume_model, astronau
     assert len(expected.triangles) > 20_000
     assert np.array_equal(np.array(js["triangles"]).reshape(-1, 3), expected.triangles)
     assert np.abs(np.array(js["vertices"]).reshape(-1, 3) - expected.vertices).max() < 1e-9
+
+
+def drop_file(page, data: bytes, name: str, mime: str) -> None:
+    """Drop a file on the page, as a person dragging it from their desktop does (a real drop event)."""
+    page.evaluate("""([b64, name, mime]) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([bytes], name, { type: mime }));
+      window.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }""", [b64(data), name, mime])
+
+
+def test_device_mode_makes_the_face_and_sends_no_image(browser, server, tmp_path, astronaut_png):
+    """A photo dropped on the page in device mode (the default here) gives the 3D face and working
+    downloads, while no request of the page or its worker carries a body: only GETs of the page, its
+    scripts and the models (the server's reconstructor would fail the test if it were asked)."""
+    from gltf_validator import assert_valid
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    try:
+        requests = []
+        context.on("request", lambda r: requests.append((r.method, r.url, r.post_data_buffer)))
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.goto(server + "/")
+        assert page.evaluate("facevox.where") == "device"
+        assert page.get_attribute("[data-where=device]", "aria-checked") == "true"
+        drop_file(page, astronaut_png, "astronaut.png", "image/png")
+        page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
+        assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+        assert page.evaluate("facevox.ran") == "device"
+        assert "Made on this device" in page.inner_text("#ran") and "not uploaded" in page.inner_text("#ran")
+        assert page.locator("#overlay circle").count() == 68
+        page.wait_for_timeout(300)
+        if os.environ.get("FACEVOX_DEVICE_SCREENSHOT"):
+            page.screenshot(path=os.environ["FACEVOX_DEVICE_SCREENSHOT"])
+        url = page.eval_on_selector("#viewer canvas", "canvas => canvas.toDataURL('image/png')")
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+        drawn = pixels[..., 3] > 0
+        assert drawn.mean() > 0.08 and pixels[..., :3][drawn].std(axis=0).mean() > 12, "no coloured face in the 3D view"
+
+        assert sorted(page.eval_on_selector_all("#downloads a", "links => links.map((a) => a.dataset.format)")) == ["glb", "json", "obj"]
+        saved = {}
+        for fmt in ("glb", "json"):
+            with page.expect_download() as info:
+                page.click(f"#downloads a[data-format={fmt}]")
+            download = info.value
+            assert download.suggested_filename == f"astronaut_face1.{fmt}"
+            saved[fmt] = tmp_path / download.suggested_filename
+            download.save_as(saved[fmt])
+        assert_valid(saved["glb"].read_bytes(), tmp_path)
+        mesh = trimesh.load(saved["glb"], force="mesh")
+        assert len(mesh.faces) > 10_000 and mesh.visual.vertex_colors[:, :3].std() > 10
+        record = json.loads(saved["json"].read_text())
+        assert len(record["landmarks_3d"]) == 68 and record["mesh"]["triangles"] == len(mesh.faces)
+        assert not errors, errors
+    finally:
+        context.close()
+
+    assert requests
+    for method, url, body in requests:
+        assert method == "GET" and not body, f"{method} {url} carried {len(body or b'')} bytes"
+        assert url.startswith((server + "/", "blob:", "data:")), url
+    assert not any("/api/reconstruct" in url for _, url, _ in requests)
+    assert any(url.endswith("/models/vrn-hg2-w192.onnx") for _, url, _ in requests)  # the network came from the server, as a GET
