@@ -202,7 +202,10 @@ def speed(playwright, start, photos: dict, further: list[str]) -> dict:
                 time.sleep(0.1)
             seconds = time.perf_counter() - started
             assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
-            runs.append({"photo": name, "seconds": round(seconds, 2), "faces": page.evaluate("facevox.viewer ? document.querySelectorAll('#chooser-buttons button').length || 1 : 0")})
+            timings = page.evaluate("facevox.timings")
+            runs.append({"photo": name, "seconds": round(seconds, 2), "pipeline_s": round(sum(timings.values()), 2),
+                         "stages_s": {k: round(v, 3) for k, v in timings.items()},
+                         "faces": page.evaluate("document.querySelectorAll('#chooser-buttons button').length || 1")})
             sample()
         threads = page.evaluate("facevox.threads")
         isolated = page.evaluate("crossOriginIsolated")
@@ -210,8 +213,9 @@ def speed(playwright, start, photos: dict, further: list[str]) -> dict:
         browser.close()
         stop()
     return {"page_load_s": round(load_s, 2), "cross_origin_isolated": isolated, "onnxruntime_threads": threads,
-            "first_s": runs[0]["seconds"], "further": runs[1:],
+            "first_s": runs[0]["seconds"], "first_pipeline_s": runs[0]["pipeline_s"], "further": runs[1:],
             "further_median_s": round(statistics.median(r["seconds"] for r in runs[1:]), 2),
+            "further_pipeline_median_s": round(statistics.median(r["pipeline_s"] for r in runs[1:]), 2),
             "peak_js_heap_used_mb": round(peak["js_heap_used_bytes"] / 1e6, 1),
             "peak_chromium_pss_mb": round(peak["chromium_pss_bytes"] / 1e6, 1)}
 
@@ -267,7 +271,7 @@ def summary(rows: list[dict]) -> dict:
     out = {"matched": len(rows)}
     for key in keys:
         values = [r[key] for r in rows]
-        out[key] = {"median": round(float(np.median(values)), 3), "max": round(float(np.max(values)), 3)}
+        out[key] = {"median": float(f"{np.median(values):.3g}"), "max": float(f"{np.max(values):.3g}")}
     return out
 
 

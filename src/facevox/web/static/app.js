@@ -81,6 +81,7 @@ window.facevox = {
   get where() { return where; },
   get ran() { return current && current.ran; },
   get threads() { return current && current.threads; }, // onnxruntime-web's threads for the latest device result
+  get timings() { return current && current.timings; }, // the in-browser pipeline's seconds by stage (decode, detect, faces)
 };
 
 const SERVER_FORMATS_NOTE = $('formats-note').textContent;
@@ -202,7 +203,7 @@ function deviceAnswer(answer, file, seconds) {
     const surface = { files, bytes, names, vertices: face.mesh.vertices, triangles: face.mesh.triangles };
     return { ...face, files, bytes, meshes: { surface } };
   });
-  return { photo: { ...answer.photo, url: photoUrl }, faces, ran: 'device', seconds, threads: answer.threads };
+  return { photo: { ...answer.photo, url: photoUrl }, faces, ran: 'device', seconds, threads: answer.threads, timings: answer.timings };
 }
 
 function upload(file) {

@@ -40,10 +40,9 @@ export class Reconstructor {
     const faces = [];
     for (const [index, detection] of detections.entries()) {
       onProgress(`Building face ${index + 1} of ${detections.length}…`);
-      const face = await this.reconstructFace(photo, detection);
+      const face = await this.reconstructFace(photo, detection, lap);
       if (face) faces.push(face);
     }
-    lap('faces');
     return { width: image.width, height: image.height, faces, timings };
   }
 
@@ -69,8 +68,9 @@ export class Reconstructor {
     return { photo: { pixels, reduction: r }, detections };
   }
 
-  // One face from a detection: null where the network sees no face there (rules.min_evidence).
-  async reconstructFace(photo, detection) {
+  // One face from a detection: null where the network sees no face there (rules.min_evidence);
+  // lap(stage) is told when each stage ends.
+  async reconstructFace(photo, detection, lap = () => {}) {
     const { size, rules } = this;
     const network = this.contract.network;
     const pixelsToPhoto = toPhoto(photo.reduction);
@@ -80,7 +80,10 @@ export class Reconstructor {
     const side = network.heatmap_size;
     let matrix = cropMatrix(detection.box, size, rules);
     let output = await run(matrix, false);
-    if (faceEvidence(output.heatmaps, count, side) < rules.min_evidence) return null;
+    if (faceEvidence(output.heatmaps, count, side) < rules.min_evidence) {
+      lap('network');
+      return null;
+    }
     let points = fromHeatmaps(output.heatmaps, output.depth, count, side, size);
     // the network's landmarks give the face box by the crop rule's own convention: crop again from them
     const marks = pointsToPhoto(Float64Array.from(points.flat()), matrix);
@@ -89,9 +92,12 @@ export class Reconstructor {
     matrix = cropMatrix([Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)], size, rules);
     output = await run(matrix, true);
     points = fromHeatmaps(output.heatmaps, output.depth, count, side, size);
+    lap('network');
     const { depth, mask } = frontDepth(output.volume, network.volume_depth, size, size, rules.surface.level);
     const surface = surfaceFromDepth(depth, mask, size, size, rules.surface);
+    lap('mesh');
     const colours = colourFromPhoto(pointsToPhoto(surface.vertices, chain(matrix, pixelsToPhoto)), photo.pixels);
+    lap('colour');
     const landmarks = pointsToPhoto(Float64Array.from(points.flat()), matrix);
     const landmarks3d = [];
     for (let i = 0; i < landmarks.length; i += 3) landmarks3d.push([landmarks[i], landmarks[i + 1], landmarks[i + 2]]);

@@ -18,21 +18,25 @@ async function reconstruct(id, file, modelsUrl) {
     loading = Reconstructor.load(ort, modelsUrl);
   }
   let reconstructor;
+  const waiting = performance.now();
   try {
     reconstructor = await loading;
   } catch (error) {
     loading = null;
     throw Object.assign(new Error(`The face models could not be loaded (${error.message || error}).`), { code: 'device' });
   }
+  const waited = (performance.now() - waiting) / 1000; // loading the models, on the first photo
   let result;
   try {
     result = await reconstructor.reconstruct(file, progress);
   } catch (error) {
     throw Object.assign(new Error(`This photo cannot be used: ${error.message || error}.`), { code: 'bad_image' });
   }
+  if (waited > 0.001) result.timings = { load: waited, ...result.timings };
   if (!result.faces.length) {
     throw Object.assign(new Error('No face was found in this photo. Try a clear, well-lit photo where the face is visible.'), { code: 'no_face' });
   }
+  const exporting = performance.now();
   const eyeCornersMm = reconstructor.rules.eye_corners_mm;
   const model = reconstructor.contract.network.name;
   const transfer = [];
@@ -52,6 +56,7 @@ async function reconstruct(id, file, modelsUrl) {
       files,
     };
   });
+  result.timings.export = (performance.now() - exporting) / 1000;
   return { answer: { photo: { width: result.width, height: result.height }, faces, timings: result.timings, threads: ort.env.wasm.numThreads }, transfer };
 }
 
