@@ -19,7 +19,8 @@ closely it agrees with the Python pipeline.
   by each, and for faces matched by box IoU >= 0.5: landmark differences in % of the Python face's
   outer eye-corner distance (2D in the photo, 3D with depth), head pose differences in degrees, and the
   surface difference: the distance from each vertex of one mesh to the nearest vertex of the other,
-  both ways, in % of that eye distance. Photos: the package portraits (astronaut, grace_hopper), a
+  both ways, in % of that eye distance. For the portraits, the network's seconds on each side (both on one
+  thread: `network_s`), run one after the other under the same load. Photos: the package portraits (astronaut, grace_hopper), a
   12-megapixel JPEG (the astronaut enlarged on a 4000×3000 frame: Python decodes it at 1/2 to 1/8 by
   JPEG's DCT scaling, the page by block means), and the group photos (numbers only, never the photos).
 """
@@ -213,7 +214,7 @@ def speed(playwright, start, photos: dict, further: list[str]) -> dict:
         browser.close()
         stop()
     return {"page_load_s": round(load_s, 2), "cross_origin_isolated": isolated, "onnxruntime_threads": threads,
-            "first_s": runs[0]["seconds"], "first_pipeline_s": runs[0]["pipeline_s"], "further": runs[1:],
+            "first_s": runs[0]["seconds"], "first_pipeline_s": runs[0]["pipeline_s"], "first_stages_s": runs[0]["stages_s"], "further": runs[1:],
             "further_median_s": round(statistics.median(r["seconds"] for r in runs[1:]), 2),
             "further_pipeline_median_s": round(statistics.median(r["pipeline_s"] for r in runs[1:]), 2),
             "peak_js_heap_used_mb": round(peak["js_heap_used_bytes"] / 1e6, 1),
@@ -229,6 +230,7 @@ LOAD = """async () => {
 RUN = """async (b64) => {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const result = await window.reconstructor.reconstruct(new Blob([bytes]));
+  window.networkSeconds = result.timings.network;
   return result.faces.map((f) => ({ box: f.box, landmarks: f.landmarks_3d, pose: [f.yaw, f.pitch, f.roll],
                                     vertices: Array.from(f.mesh.vertices, (v) => Math.round(v * 1000) / 1000) }));
 }"""
@@ -280,7 +282,7 @@ def agreement(playwright, photos: dict, group_folder: Path | None) -> dict:
     from facevox.errors import NoFaceError
     from facevox.faces import OnnxFaceDetector
 
-    python = facevox.Reconstructor(detectors=[OnnxFaceDetector()], settings=facevox.Settings(mesh="surface"))
+    python = facevox.Reconstructor(detectors=[OnnxFaceDetector()], settings=facevox.Settings(mesh="surface"), threads=1)
     url, stop = start_app()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     results = {}
@@ -304,6 +306,9 @@ def agreement(playwright, photos: dict, group_folder: Path | None) -> dict:
                 entry = {"faces_python": len(python_faces), "faces_js": len(js_faces), "matched": len(matched)}
                 if set_name == "portraits":
                     entry |= summary(matched)
+                    # the network's three runs a face, one thread each side, one after the other on the same machine
+                    entry["network_s"] = {"python_onnxruntime": round(python.timings.get("network", 0.0), 3),
+                                          "browser_wasm": round(page.evaluate("window.networkSeconds"), 3)}
                 per_photo[name] = entry
                 print(set_name, name, entry, flush=True)
             results[set_name] = {"photos": per_photo, "faces_python": sum(p["faces_python"] for p in per_photo.values()),

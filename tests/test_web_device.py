@@ -262,3 +262,20 @@ def test_device_mode_makes_the_face_and_sends_no_image(browser, server, tmp_path
         assert url.startswith((server + "/", "blob:", "data:")), url
     assert not any("/api/reconstruct" in url for _, url, _ in requests)
     assert any(url.endswith("/models/vrn-hg2-w192.onnx") for _, url, _ in requests)  # the network came from the server, as a GET
+
+
+def test_device_mode_errors_are_shown_in_words(browser, server, grey_png):
+    """A file that is no image, and a photo with no face, each give the page's error in words, made in
+    the browser (the server's reconstructor is never asked)."""
+    page = browser.new_page()
+    try:
+        page.goto(server + "/")
+        drop_file(page, b"this is a text file, not a photo\n", "holiday.jpg", "image/jpeg")
+        page.wait_for_function("document.body.dataset.state === 'error'", timeout=120_000)
+        assert page.inner_text("#error-title") == "Cannot use this photo"
+        assert "not an image" in page.inner_text("#error-text")
+        drop_file(page, grey_png, "grey.png", "image/png")
+        page.wait_for_function("document.getElementById('error-title').textContent === 'No face found'", timeout=60_000)
+        assert page.is_visible("#drop")  # ready for another try
+    finally:
+        page.close()
