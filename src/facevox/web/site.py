@@ -45,7 +45,7 @@ def write_site(folder: str | Path) -> list[Path]:
     written = [index]
     if (folder / "static").exists():
         shutil.rmtree(folder / "static")
-    shutil.copytree(STATIC, folder / "static", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(STATIC, folder / "static", ignore=shutil.ignore_patterns("__pycache__", "index.html"))  # the page is at the top
     written.append(folder / "static")
     (folder / "models").mkdir(exist_ok=True)
     for name, source in device_model_files().items():
