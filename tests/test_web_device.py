@@ -118,7 +118,7 @@ def test_page_is_cross_origin_isolated_and_serves_only_the_device_models(device_
 @pytest.mark.parametrize("photo", ["astronaut_png", "grace_hopper_jpeg"])
 def test_detection_and_crop_match_python(device_page, facevox_detector, photo, request):
     """The photo decoded, faces found (facevox's detector; grace_hopper is resized for it) and cropped:
-    boxes within 0.02 pixel, crops within one level."""
+    boxes within 0.02 pixel, scores within 1e-4, and by the same box the same crop, to the byte."""
     from facevox import crop
     from facevox.faces import detect_faces
     from facevox.image import load_image
@@ -130,7 +130,9 @@ def test_detection_and_crop_match_python(device_page, facevox_detector, photo, r
       const { image } = await device.photo.decodePhoto(new Blob([device.bytes(b64)]), 64e6);
       const faces = await device.faces.detectFaces(image, device.reconstructor.detector, device.ort, device.reconstructor.contract);
       const matrix = device.crop.cropMatrix(faces[0].box, 192, device.reconstructor.rules);
-      return { faces, matrix, crop: Array.from(device.crop.cropImage(image, matrix, 192)), size: [image.width, image.height] };
+      const edge = device.crop.cropMatrix([-60.3, -41.7, 95.2, 130.9], 192, device.reconstructor.rules);  // half outside the photo
+      return { faces, matrix, crop: Array.from(device.crop.cropImage(image, matrix, 192)), size: [image.width, image.height],
+               edge: Array.from(device.crop.cropImage(image, edge, 192)) };
     }""", b64(data))
     assert found["size"] == [pixels.shape[1], pixels.shape[0]]
     assert len(found["faces"]) == len(expected) >= 1
@@ -138,10 +140,11 @@ def test_detection_and_crop_match_python(device_page, facevox_detector, photo, r
         assert np.abs(np.array(js["box"]) - py.box).max() < 0.02
         assert js["score"] == pytest.approx(py.score, abs=1e-4)
     assert np.abs(np.array(found["matrix"]) - crop.crop_matrix(found["faces"][0]["box"])).max() < 1e-9  # the same rule
-    matrix = crop.crop_matrix(expected[0].box)
-    python_crop = crop.crop_image(pixels, matrix).astype(int)
-    js_crop = np.array(found["crop"]).reshape(192, 192, 3)
-    assert np.abs(js_crop - python_crop).max() <= 1
+    python_crop = crop.crop_image(pixels, crop.crop_matrix(found["faces"][0]["box"]))  # OpenCV's warpAffine
+    assert np.array_equal(np.array(found["crop"]).reshape(192, 192, 3), python_crop)
+    edge = crop.crop_image(pixels, crop.crop_matrix([-60.3, -41.7, 95.2, 130.9]))
+    assert 0.2 < (edge.max(axis=2) == 0).mean() < 0.9  # part black (outside the photo), part photo
+    assert np.array_equal(np.array(found["edge"]).reshape(192, 192, 3), edge)
 
 
 def test_network_landmarks_and_front_depth_match_python(device_page, volume_model, astronaut):
