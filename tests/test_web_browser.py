@@ -66,6 +66,7 @@ def page(browser, server):
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
     page.goto(server + "/")
+    page.click("[data-where=server]")  # these tests are of the server's mode (tests/test_web_device.py: this device's)
     yield page
     context.close()
 
@@ -160,6 +161,7 @@ def test_phone_width(browser, server, tmp_path, grace_hopper_jpeg):
     page = context.new_page()
     try:
         page.goto(server + "/")
+        page.click("[data-where=server]")
         assert page.get_attribute("#camera", "capture") == "user"
         assert page.is_visible("label[for=camera]")  # a touch screen gets the camera button
         photo = tmp_path / "grace_hopper.jpg"

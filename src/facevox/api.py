@@ -19,6 +19,7 @@ from facevox.errors import NoFaceError
 from facevox.face import Face, Mesh
 from facevox.faces import Detection, decode_reduction, default_detectors, detect_faces
 from facevox.image import Photo, PhotoFile
+from facevox.rules import RULES
 from facevox.volume import load_network
 
 
@@ -44,7 +45,7 @@ class Settings:
     mirror: bool = True
     solid: bool = False  # also build the surface's closed body (Face.extras['solid']) for its STL
     mesh: str = "head"
-    min_evidence: float = 0.4
+    min_evidence: float = RULES["min_evidence"]
 
     def __post_init__(self):
         if self.mesh not in MESH_CHOICES:

@@ -3,6 +3,7 @@
     facevox photo.jpg                                   # writes photo.glb and photo.json beside it
     facevox photos/ more.jpg -o out/ --format glb,stl --all-faces --preview
     facevox serve                                       # the web page (facevox.web)
+    facevox site DIR                                    # the web page as a static site (faces made in the browser)
 """
 
 from __future__ import annotations
@@ -156,6 +157,19 @@ def serve_command(
     uvicorn.run(web_app, host=host, port=port, log_level="warning")
 
 
+@app.command("site")
+def site_command(
+    folder: Path = typer.Argument(..., help="The folder to write (made if missing).", show_default=False),
+):
+    """The web page as a static site, for any static file host: faces are made in the visitor's browser
+    (HTML, scripts and the models; no server behind it). See docs/browser.md to publish it."""
+    from facevox.web.site import write_site
+
+    written = write_site(folder)
+    size = sum(f.stat().st_size for path in written for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    typer.echo(f"wrote {folder} ({size / 1e6:.0f} MB); try it: python -m http.server -d {folder} 8000")
+
+
 @app.command("batch")
 def batch_command(
     inputs: List[str] = typer.Argument(..., help="Photos, folders of photos, or globs (quote them: 'photos/**/*.jpg').", show_default=False),
@@ -232,7 +246,7 @@ def batch_command(
         raise typer.Exit(1)
 
 
-COMMANDS = {"reconstruct", "serve", "batch"}
+COMMANDS = {"reconstruct", "serve", "site", "batch"}
 
 
 def main(argv: list[str] | None = None) -> None:

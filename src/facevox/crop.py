@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from facevox.image import reduction_for
+from facevox.rules import RULES
 
 CROP_SIZE = 192
-CROP_SCALE = 1.6  # crop side / max(face box width, height)
-CROP_SHIFT_Y = -0.1  # crop centre above the box centre, in box heights (keeps the forehead in)
+CROP_SCALE = RULES["crop"]["scale"]  # crop side / max(face box width, height)
+CROP_SHIFT_Y = RULES["crop"]["shift_y"]  # crop centre below the box centre, in box heights (negative: above; keeps the forehead in)
 
 
 def crop_matrix(face_box, size: int = CROP_SIZE, zoom: float = 1.0) -> np.ndarray:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from facevox.errors import FacevoxError
 from facevox.image import reduction_for
+from facevox.rules import RULES
 from facevox.volume import MODELS_DIR
 
 
@@ -51,7 +52,7 @@ class BoxConvention:
         return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
 
 
-DETECT_SIDE = 1280  # pixels: detectors see larger photos shrunk to this (`shrink`)
+DETECT_SIDE = RULES["detection"]["side"]  # pixels: detectors see larger photos shrunk to this (`shrink`)
 
 
 def decode_reduction(size: tuple[int, int]) -> int:
@@ -179,12 +180,12 @@ class OnnxFaceDetector:
     name = "facevox"
     convention = BoxConvention()
 
-    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (512 * 512,), threads: int | None = 1):
+    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (RULES["detection"]["pixels"],), threads: int | None = 1):
         import json
 
         import onnxruntime
 
-        self.path = Path(path) if path else MODELS_DIR / "face-detector.onnx"
+        self.path = Path(path) if path else MODELS_DIR / f"{RULES['models']['detector']}.onnx"
         if not self.path.exists():
             raise FileNotFoundError(f"face detector model {self.path} not found")
         self.info = json.loads(self.path.with_suffix(".json").read_text())
@@ -243,7 +244,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max(area(a) + area(b) - inter, 1e-9)
 
 
-def merge(detections: list[Detection], overlap: float = 0.3) -> list[Detection]:
+def merge(detections: list[Detection], overlap: float = RULES["detection"]["merge_overlap"]) -> list[Detection]:
     """Non-maximum suppression by score, then largest face first."""
     kept: list[Detection] = []
     for detection in sorted(detections, key=lambda d: -d.score):

@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facevox.errors import DamagedImageError, FacevoxError, NotAnImageError, TooManyPixelsError
+from facevox.rules import RULES
 
-MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression bombs)
+MAX_PIXELS = RULES["max_pixels"]  # larger images are refused before decoding (decompression bombs)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 
 try:  # HEIC/HEIF photos from phones
@@ -37,7 +38,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def reduction_for(length: float, least: float) -> int:
     """The largest power of two up to 8 (JPEG's DCT scalings) that shrinks `length` to no less than `least`."""
     factor = 1
-    while factor < 8 and length / (2 * factor) >= least:
+    while factor < RULES["max_reduction"] and length / (2 * factor) >= least:
         factor *= 2
     return factor
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from facevox.rules import RULES
+
 # iBUG-68 index of each landmark's mirror image (0-based): jaw, brows, nose, eyes, outer and inner lips.
-MIRROR_68 = np.array([*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
-                      45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
-                      54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+MIRROR_68 = np.array(RULES["mirror_68"])
 
 
 def mirror_maps(maps):

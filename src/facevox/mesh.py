@@ -15,10 +15,12 @@ import numpy as np
 
 from facevox.crop import invert
 from facevox.face import Mesh
+from facevox.rules import RULES
 
-OUTLINE_SLOPE = 4.0  # voxels of depth per pixel at most, along the face's outline (`limit_outline`)
-OUTLINE_WIDTH = 2  # pixels: how far inside the outline that limit starts
-PIECE_SHARE = 0.1  # surface pieces with at least this share of the largest one's triangles are kept
+LEVEL = RULES["surface"]["level"]  # occupancy at the surface
+OUTLINE_SLOPE = RULES["surface"]["outline_slope"]  # voxels of depth per pixel at most, along the face's outline (`limit_outline`)
+OUTLINE_WIDTH = RULES["surface"]["outline_width"]  # pixels: how far inside the outline that limit starts
+PIECE_SHARE = RULES["surface"]["piece_share"]  # surface pieces with at least this share of the largest one's triangles are kept
 
 
 def _marching_cubes(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +85,7 @@ def _back_cut(volume: np.ndarray, level: float, margin: float, percentile: float
     return min(int(np.percentile(front, percentile) + margin), volume.shape[0] - 1)
 
 
-def front_depth(volume: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def front_depth(volume: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """(D, h, w) occupancy → the depth (h, w) of the visible surface (+inf off the face) and the face
     mask (h, w): the columns with a voxel above `level`.
 
@@ -193,7 +195,7 @@ def large_pieces(mask: np.ndarray, share: float = PIECE_SHARE) -> np.ndarray:
     return used & mask
 
 
-def surface_mesh(volume: np.ndarray, level: float = 0.5) -> Mesh:
+def surface_mesh(volume: np.ndarray, level: float = LEVEL) -> Mesh:
     """The visible face surface in crop coordinates (x, y, k): the height field of the volume's front
     depth (`front_depth`), see `surface_from_depth`."""
     return surface_from_depth(*front_depth(volume, level))
@@ -213,7 +215,7 @@ def surface_from_depth(depth: np.ndarray, mask: np.ndarray, outline_slope: float
     return surface
 
 
-def solid_mesh(volume: np.ndarray, level: float = 0.5, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
+def solid_mesh(volume: np.ndarray, level: float = LEVEL, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
     """A closed body in crop coordinates: the face, cut flat `back_margin` voxels behind its deepest
     visible point, so that a printer gets a solid relief with a flat back."""
     vertices, triangles = _marching_cubes(volume[: _back_cut(volume, level, back_margin, percentile=99) + 1], level)

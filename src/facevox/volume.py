@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from facevox.landmarks import face_evidence, from_heatmaps, mirror_maps
+from facevox.rules import RULES
 
 MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "vrn-hg2-w192"
+DEFAULT_MODEL = RULES["models"]["network"]
 
 
 @dataclass

@@ -13,8 +13,9 @@ import numpy as np
 
 from facevox.export import head
 from facevox.face import Face, Mesh
+from facevox.rules import RULES
 
-EYE_CORNERS_MM = 93.0  # a typical adult's outer eye-corner distance (iBUG points 37 and 46)
+EYE_CORNERS_MM = RULES["eye_corners_mm"]  # a typical adult's outer eye-corner distance (iBUG points 37 and 46)
 FLIP = np.array([1.0, -1.0, -1.0])  # photo frame (y down, z away) → viewer frame (y up, z towards the viewer)
 GL_TRIANGLES, GL_UNSIGNED_BYTE, GL_UNSIGNED_INT, GL_FLOAT = 4, 5121, 5125, 5126  # glTF's codes
 

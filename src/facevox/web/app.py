@@ -36,6 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from facevox.errors import FacevoxError, NoFaceError, NotAnImageError, TooManyPixelsError
+from facevox.web.site import ISOLATION_HEADERS, device_model_files
 from facevox.web.store import Result, ResultExpired, ResultMissing, ResultStore
 
 log = logging.getLogger("facevox.web")
@@ -90,6 +91,7 @@ def create_app(
     )
     app.state.facevox = state
     app.add_middleware(StaticGZip)
+    app.add_middleware(CrossOriginIsolation)
     app.add_middleware(UploadLimit, max_bytes=max_upload_bytes, paths={"/api/reconstruct"})
 
     @app.exception_handler(StarletteHTTPException)
@@ -165,6 +167,15 @@ def create_app(
             headers["Content-Disposition"] = f'attachment; filename="{result.summary["name"]}_{file_name}"'
         return Response(data, media_type=media_type, headers=headers)
 
+    model_files = device_model_files()
+
+    @app.get("/models/{name}", include_in_schema=False)
+    async def model_file(name: str):
+        path = model_files.get(name)  # a dictionary key, never a path
+        if path is None:
+            raise ApiError(404, "not_found", "No such model file.")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -223,16 +234,40 @@ class _State:
 
 class StaticGZip:
     """Gzip the page and its scripts (three.js: 2 MB → 0.4 MB), not the meshes: compressing those would
-    hold up the event loop for little gain (GLB, PLY and STL are binary)."""
+    hold up the event loop for little gain (GLB, PLY and STL are binary); nor onnxruntime-web's 15 MB of
+    WebAssembly, which would hold it up for about a second at each first visit."""
 
     def __init__(self, app):
         self.app = app
         self.gzip = GZipMiddleware(app, minimum_size=2048, compresslevel=6)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (scope["path"] == "/" or scope["path"].startswith("/static/")):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/" or path.startswith("/static/")) and not path.endswith(".wasm"):
             return await self.gzip(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class CrossOriginIsolation:
+    """ASGI middleware: the page, its scripts and the models are served with the headers that make the
+    page cross-origin isolated, so that onnxruntime-web may run the in-browser pipeline on several threads."""
+
+    HEADERS = [(name.lower().encode(), value.encode()) for name, value in ISOLATION_HEADERS.items()]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/" or path.startswith(("/static/", "/models/"))):
+            return await self.app(scope, receive, send)
+
+        async def send_isolated(message):
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), *self.HEADERS])
+            return await send(message)
+
+        await self.app(scope, receive, send_isolated)
 
 
 class UploadLimit:

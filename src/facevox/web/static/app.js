@@ -1,5 +1,6 @@
-// facevox web page: upload a photo, show the 3D head or surface (three.js) with the head's blendshapes on
-// sliders, the photo with boxes and landmarks, downloads, and a <model-viewer> view for AR on phones.
+// facevox web page: reconstruct a photo on this device (device/worker.js: the pipeline in the browser,
+// nothing uploaded) or on the server (upload), show the 3D head or surface (three.js) with the head's
+// blendshapes on sliders, the photo with boxes and landmarks, downloads, and a <model-viewer> view for AR.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -45,7 +46,20 @@ const TITLES = {
   busy: 'Busy',
   starting: 'Starting up',
   network: 'Cannot reach facevox',
+  device: 'Could not run on this device',
+  bad_image: 'Cannot use this photo',
 };
+const HAS_SERVER = document.body.dataset.server !== 'none'; // `facevox site` marks the static page "none"
+// WebAssembly with SIMD (onnxruntime-web's build needs it), module workers and OffscreenCanvas
+const CAN_RUN_HERE = (() => {
+  try {
+    const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+    return typeof Worker === 'function' && typeof OffscreenCanvas === 'function' && typeof createImageBitmap === 'function' &&
+      WebAssembly.validate(simd);
+  } catch (_) {
+    return false;
+  }
+})();
 
 let config = { max_upload_bytes: 15e6, max_pixels: 50e6, ttl_s: 1800 };
 let current = null; // the answer of /api/reconstruct
@@ -55,12 +69,22 @@ let playing = null; // the Play animation's frame request
 let viewer = null;
 let request = null;
 let zoomed = true; // the photo card shows the selected face, not the whole photo
+let where = CAN_RUN_HERE || !HAS_SERVER ? 'device' : 'server'; // where the next photo is reconstructed
+let worker = null; // the in-browser pipeline (device/worker.js), made on the first photo
+let job = 0; // the number of the latest photo sent to the worker
+let deviceUrls = []; // object URLs of the latest device result, revoked when the next one comes
 
 window.facevox = {
   get state() { return document.body.dataset.state; },
   get viewer() { return viewer; },
   get mesh() { return shown; },
+  get where() { return where; },
+  get ran() { return current && current.ran; },
+  get threads() { return current && current.threads; }, // onnxruntime-web's threads for the latest device result
+  get timings() { return current && current.timings; }, // the in-browser pipeline's seconds by stage (decode, detect, faces)
 };
+
+const SERVER_FORMATS_NOTE = $('formats-note').textContent;
 
 function setState(state) { document.body.dataset.state = state; }
 
@@ -72,13 +96,30 @@ function megabytes(n) {
 // ---------------------------------------------------------------- upload
 
 async function loadConfig() {
+  if (!HAS_SERVER) return;
   try {
     const response = await fetch('/api/config');
     if (response.ok) config = await response.json();
   } catch (_) { /* defaults are fine */ }
+  showWhere();
+}
+
+function showWhere() {
+  for (const button of document.querySelectorAll('[data-where]')) {
+    button.setAttribute('aria-checked', String(button.dataset.where === where));
+    if (button.dataset.where === 'device') button.disabled = !CAN_RUN_HERE;
+  }
   const minutes = Math.round(config.ttl_s / 60);
-  $('limits').textContent = `JPEG, PNG, WebP or HEIC · up to ${megabytes(config.max_upload_bytes)} · ` +
-    `results are kept here for ${minutes >= 2 ? `${minutes} minutes` : `${Math.round(config.ttl_s)} seconds`}, then deleted`;
+  if (where === 'device') {
+    $('where-note').textContent = CAN_RUN_HERE
+      ? 'Made in this browser: the photo is never uploaded. The face\'s surface only (the fitted, animatable head is made on the server).'
+      : 'This browser cannot run facevox (it needs WebAssembly with SIMD).';
+    $('limits').textContent = 'JPEG, PNG or WebP · the first photo loads the face models (about 33 MB, once)';
+  } else {
+    $('where-note').textContent = 'The photo is uploaded to this server, which makes the face and its fitted, animatable head.';
+    $('limits').textContent = `JPEG, PNG, WebP or HEIC · up to ${megabytes(config.max_upload_bytes)} · ` +
+      `results are kept here for ${minutes >= 2 ? `${minutes} minutes` : `${Math.round(config.ttl_s)} seconds`}, then deleted`;
+  }
 }
 
 function showError(code, message) {
@@ -93,14 +134,16 @@ function showError(code, message) {
 
 function clearError() { $('error').hidden = true; }
 
-function upload(file) {
+function reconstruct(file) {
   if (!file) return;
   clearError();
   if (file.size === 0) return showError('empty', 'The file is empty.');
-  if (file.size > config.max_upload_bytes) {
-    return showError('too_large', `The file is too large (${megabytes(file.size)}); the limit is ${megabytes(config.max_upload_bytes)}.`);
-  }
-  if (request) request.abort();
+  if (where === 'device') return runHere(file);
+  return upload(file);
+}
+
+// The status panel with the photo, a title and a busy bar.
+function showWorking(file, text) {
   setState('working');
   $('result').hidden = true;
   $('status').hidden = false;
@@ -109,8 +152,67 @@ function upload(file) {
   preview.hidden = false;
   preview.onerror = () => { preview.hidden = true; };
   preview.src = URL.createObjectURL(file);
-  $('status-text').textContent = 'Uploading…';
+  $('status-text').textContent = text;
   $('status-sub').textContent = `${file.name || 'photo'} · ${megabytes(file.size)}`;
+  const bar = $('bar-fill');
+  bar.parentElement.classList.add('busy');
+  bar.style.width = '';
+}
+
+// The photo through the in-browser pipeline (device/worker.js): nothing leaves the page.
+function runHere(file) {
+  if (request) request.abort();
+  if (!worker) worker = new Worker(new URL('device/worker.js', import.meta.url), { type: 'module' });
+  job += 1;
+  const id = job;
+  const started = performance.now();
+  showWorking(file, 'Working on this device…');
+  worker.onmessage = ({ data }) => {
+    if (data.id !== id) return;
+    if (data.type === 'progress') {
+      $('status-text').textContent = data.text;
+      $('status-sub').textContent = `${file.name || 'photo'} · ${((performance.now() - started) / 1000).toFixed(0)} s · on this device`;
+    } else if (data.type === 'error') {
+      showError(data.code, data.message);
+    } else if (data.type === 'result') {
+      show(deviceAnswer(data.answer, file, (performance.now() - started) / 1000));
+    }
+  };
+  worker.onerror = (event) => showError('device', `The in-browser pipeline failed (${event.message || 'worker error'}).`);
+  worker.postMessage({ type: 'reconstruct', id, file, modelsUrl: new URL('models/', document.baseURI).href });
+}
+
+const MEDIA_TYPES = { glb: 'model/gltf-binary', obj: 'text/plain', json: 'application/json' };
+
+// The worker's answer in the server's shape: files as object URLs of their bytes, named for download.
+function deviceAnswer(answer, file, seconds) {
+  for (const url of deviceUrls) URL.revokeObjectURL(url);
+  const photoUrl = URL.createObjectURL(file);
+  deviceUrls = [photoUrl];
+  const stem = (file.name || 'face').replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_-]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'face';
+  const faces = answer.faces.map((face) => {
+    const files = {};
+    const bytes = {};
+    const names = {};
+    for (const [fmt, data] of Object.entries(face.files)) {
+      files[fmt] = URL.createObjectURL(new Blob([data], { type: MEDIA_TYPES[fmt] }));
+      bytes[fmt] = data.byteLength;
+      names[fmt] = `${stem}_face${face.index + 1}.${fmt}`;
+      deviceUrls.push(files[fmt]);
+    }
+    const surface = { files, bytes, names, vertices: face.mesh.vertices, triangles: face.mesh.triangles };
+    return { ...face, files, bytes, meshes: { surface } };
+  });
+  return { photo: { ...answer.photo, url: photoUrl }, faces, ran: 'device', seconds, threads: answer.threads, timings: answer.timings };
+}
+
+function upload(file) {
+  if (file.size > config.max_upload_bytes) {
+    return showError('too_large', `The file is too large (${megabytes(file.size)}); the limit is ${megabytes(config.max_upload_bytes)}.`);
+  }
+  if (request) request.abort();
+  job += 1; // a device result still on its way is no longer wanted
+  showWorking(file, 'Uploading…');
   const bar = $('bar-fill');
   bar.parentElement.classList.remove('busy');
   bar.style.width = '0%';
@@ -140,7 +242,7 @@ function upload(file) {
     clearInterval(ticker);
     request = null;
     const body = xhr.response;
-    if (xhr.status === 200 && body) return show(body);
+    if (xhr.status === 200 && body) return show({ ...body, ran: 'server', seconds: (performance.now() - started) / 1000 });
     const retry = xhr.getResponseHeader('Retry-After');
     let message = (body && body.detail) || `The server answered ${xhr.status} ${xhr.statusText}.`;
     if (xhr.status === 503 && retry) message += ` (try again in about ${retry} s)`;
@@ -163,6 +265,18 @@ function show(answer) {
   $('result').hidden = false;
   $('photo').setAttribute('href', answer.photo.url);
   zoomed = true;
+  const seconds = `${answer.seconds.toFixed(1)} s`;
+  $('ran').innerHTML = answer.ran === 'device'
+    ? '<b>Made on this device</b><span class="ran-more"> · <span></span> · not uploaded</span>'
+    : '<b>Made on the server</b><span class="ran-more"> · <span></span></span>';
+  $('ran').querySelector('.ran-more span').textContent = seconds;
+  $('ran').title = answer.ran === 'device'
+    ? 'Made in this browser: the photo and its results never left it. The face\'s surface only (the fitted head is made on the server).'
+    : 'The photo was uploaded to the server, which deletes it and its results after a while.';
+  document.body.dataset.ran = answer.ran;
+  $('formats-note').textContent = answer.ran === 'device'
+    ? 'GLB and OBJ carry the photo\'s colours on the face\'s surface; JSON holds the face box, landmarks and pose. Sizes in millimetres, y up.'
+    : SERVER_FORMATS_NOTE;
   buildChooser();
   if (!viewer) viewer = new Viewer($('viewer'));
   viewer.resize();
@@ -293,8 +407,8 @@ function buildDownloads(mesh, which) {
   const links = Object.keys(FORMATS).filter((fmt) => mesh.files[fmt]).map((fmt) => {
     const link = document.createElement('a');
     link.className = fmt === 'glb' ? 'dl main' : 'dl';
-    link.href = `${mesh.files[fmt]}?download=1`;
-    link.setAttribute('download', '');
+    link.href = mesh.names ? mesh.files[fmt] : `${mesh.files[fmt]}?download=1`;
+    link.setAttribute('download', mesh.names ? mesh.names[fmt] : '');
     link.dataset.format = fmt;
     const size = mesh.bytes && mesh.bytes[fmt] ? megabytes(mesh.bytes[fmt]) : '';
     const note = (which === 'head' && FORMATS[fmt].head) || FORMATS[fmt].note;
@@ -610,7 +724,7 @@ function firstImage(list) {
 function wire() {
   for (const id of ['file', 'camera']) {
     $(id).addEventListener('change', (event) => {
-      upload(event.target.files[0]);
+      reconstruct(event.target.files[0]);
       event.target.value = '';
     });
   }
@@ -633,11 +747,11 @@ function wire() {
     event.preventDefault();
     depth = 0;
     document.body.classList.remove('dragging');
-    upload(firstImage(event.dataTransfer && event.dataTransfer.files));
+    reconstruct(firstImage(event.dataTransfer && event.dataTransfer.files));
   });
   window.addEventListener('paste', (event) => {
     const file = firstImage(event.clipboardData && event.clipboardData.files);
-    if (file) upload(file);
+    if (file) reconstruct(file);
   });
   for (const button of document.querySelectorAll('[data-look]')) {
     button.addEventListener('click', () => {
@@ -658,8 +772,12 @@ function wire() {
   }));
   $('ar-close').addEventListener('click', () => $('ar-dialog').close());
   $('again').addEventListener('click', () => $('file').click());
+  for (const button of document.querySelectorAll('[data-where]')) {
+    button.addEventListener('click', () => { where = button.dataset.where; showWhere(); });
+  }
   $('zoom').addEventListener('click', () => { zoomed = !zoomed; drawOverlay(); });
 }
 
 wire();
+showWhere();
 loadConfig();

@@ -1,0 +1,91 @@
+"""`facevox site DIR`: the page as a static site, served by a plain static file server
+(`python -m http.server`, which sends no cross-origin isolation headers), in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+from test_web_device import ARGS, CHROMIUM, drop_file, sync_api  # skips this module where those tests skip
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from facevox.cli import app
+
+    folder = tmp_path_factory.mktemp("site")
+    result = CliRunner().invoke(app, ["site", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="module")
+def static_server(site):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/index.html").close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, "http.server did not start"
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def test_site_folder_holds_the_page_scripts_and_models(site):
+    assert 'data-server="none"' in (site / "index.html").read_text()
+    assert (site / "static" / "device" / "pipeline.js").exists()
+    assert (site / "static" / "vendor" / "onnxruntime-web" / "ort-wasm-simd-threaded.wasm").exists()
+    rules = json.loads((site / "models" / "pipeline.json").read_text())
+    for name in rules["models"].values():
+        assert (site / "models" / f"{name}.onnx").stat().st_size > 100_000
+        assert json.loads((site / "models" / f"{name}.json").read_text())
+    assert not (site / "models" / "ict_head.npz").exists()
+    assert "Cross-Origin-Embedder-Policy: require-corp" in (site / "_headers").read_text()
+
+
+def test_site_works_from_a_plain_static_server(static_server, tmp_path, astronaut_png):
+    """No server mode offered; a dropped photo gives the face on one thread (no cross-origin isolation
+    from http.server) and a GLB to download; every request a GET without a body."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(accept_downloads=True)
+        requests = []
+        context.on("request", lambda r: requests.append((r.method, r.url, r.post_data_buffer)))
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        try:
+            page.goto(static_server + "/")
+            assert not page.evaluate("crossOriginIsolated")
+            assert page.is_hidden("[data-where=server]") and page.is_hidden("text=API")
+            drop_file(page, astronaut_png, "astronaut.png", "image/png")
+            page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
+            assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#error")
+            assert page.evaluate("[facevox.ran, facevox.threads]") == ["device", 1]
+            with page.expect_download() as info:
+                page.click("#downloads a[data-format=glb]")
+            saved = tmp_path / "face.glb"
+            info.value.save_as(saved)
+            assert len(trimesh.load(saved, force="mesh").faces) > 10_000
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert all(method == "GET" and not body for method, _, body in requests)
