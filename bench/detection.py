@@ -125,21 +125,24 @@ class Runner:
 
             self.network, self.min_evidence = VolumeModel(mirror=False), Settings().min_evidence
 
-    def checked(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
-        """The boxes whose first-pass crop the network calls a face (as Reconstructor.reconstruct_face)."""
+    def checked(self, image: np.ndarray, detections: list) -> list[np.ndarray]:
+        """The boxes the pipeline keeps (as Reconstructor.reconstruct): the confident detections the
+        network calls a face (all of them without --check), else the fallback ones it does."""
         from facevox import crop
 
-        if self.network is None or not boxes:
-            return boxes
-        size = self.network.input_size
-        crops = np.stack([crop.crop_image(image, crop.crop_matrix(box, size), size) for box in boxes])
-        outputs = self.network(crops, surface=False)
-        return [box for box, output in zip(boxes, outputs) if output.evidence() >= self.min_evidence]
+        for tier in ([d for d in detections if not d.fallback], [d for d in detections if d.fallback]):
+            if tier and self.network is not None:
+                size = self.network.input_size
+                crops = np.stack([crop.crop_image(image, crop.crop_matrix(d.box, size), size) for d in tier])
+                tier = [d for d, output in zip(tier, self.network(crops, surface=False)) if output.evidence() >= self.min_evidence]
+            if tier:
+                return [d.box for d in tier]
+        return []
 
     def boxes(self, image: np.ndarray) -> dict[str, list[np.ndarray]]:
         from facevox.faces import detect_faces
 
-        per_base = {base: self.checked(image, [d.box for d in detect_faces(image, [detector])]) for base, detector in self.bases.items()}
+        per_base = {base: self.checked(image, detect_faces(image, [detector])) for base, detector in self.bases.items()}
         found = {}
         for name in self.names:
             found[name] = next((per_base[b] for b in name.split("+") if per_base[b]), [])

@@ -3,6 +3,8 @@ the runtime decoder against the training-side decoder, and the shipped model on 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -109,8 +111,41 @@ def test_shipped_detector_finds_the_astronaut(astronaut):
     """One face on the astronaut photo, where the volume network puts the face's 68 landmarks."""
     import facevox
 
-    found = merge(OnnxFaceDetector().detect(astronaut))
+    found = [d for d in merge(OnnxFaceDetector().detect(astronaut)) if not d.fallback]
     assert len(found) == 1
     faces = facevox.Reconstructor(detectors=[OnnxFaceDetector()])(astronaut)
     marks = faces[0].landmarks_2d
     assert box_iou(found[0].box, np.r_[marks.min(0), marks.max(0)]) > 0.6
+
+
+class FixedDetector:
+    """A detector that returns the same detections for any photo."""
+
+    name = "fixed"
+
+    def __init__(self, detections):
+        self.detections = detections
+
+    def detect(self, image):
+        return self.detections
+
+
+def test_fallback_detections_are_checked_only_where_no_confident_one_is_a_face(astronaut, monkeypatch):
+    import facevox
+    from facevox.faces import Detection
+
+    face_box = next(d.box for d in merge(OnnxFaceDetector().detect(astronaut)) if not d.fallback)
+    background = Detection(np.array([0.0, 0.0, 90.0, 90.0]), 0.9, "fixed")  # the flag: no face there
+    recon = facevox.Reconstructor(detectors=[], settings=facevox.Settings(mesh="surface"))
+    checked = []
+    reconstruct_face = recon.reconstruct_face
+    monkeypatch.setattr(recon, "reconstruct_face", lambda photo, d, clock=None: checked.append(d.fallback) or reconstruct_face(photo, d, clock))
+
+    recon.detectors = [FixedDetector([background, Detection(face_box, 0.2, "fixed", fallback=True)])]
+    faces = recon(astronaut)  # the confident box is no face: the fallback one is tried, and is the face
+    assert checked == [False, True] and len(faces) == 1 and box_iou(faces[0].box, face_box) > 0.5
+
+    checked.clear()
+    recon.detectors = [FixedDetector([Detection(face_box, 0.9, "fixed"), replace(background, score=0.2, fallback=True)])]
+    faces = recon(astronaut)  # a confident face: the fallback box is never checked
+    assert checked == [False] and len(faces) == 1

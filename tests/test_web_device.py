@@ -9,22 +9,13 @@ import base64
 import io
 import json
 import os
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 import trimesh
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing (pip install playwright)")
+from chromium import chromium, live_server, watched_page  # noqa: E402  (skips this module without Chromium)
 
 # The in-page modules, loaded once per page: window.device = { ort, modules by name, reconstructor }.
 LOAD = """async () => {
@@ -48,31 +39,16 @@ class RefuseReconstruction:
 
 @pytest.fixture(scope="module")
 def server():
-    import uvicorn
-
     from facevox.web import create_app
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(RefuseReconstruction()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(RefuseReconstruction())) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +194,7 @@ def test_device_mode_makes_the_face_and_sends_no_image(browser, server, tmp_path
 
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     try:
-        requests = []
-        context.on("request", lambda r: requests.append((r.method, r.url, r.post_data_buffer)))
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page, requests, errors = watched_page(context)
         page.goto(server + "/")
         assert page.evaluate("facevox.where") == "device"
         assert page.get_attribute("[data-where=device]", "aria-checked") == "true"

@@ -14,7 +14,8 @@ import pytest
 import trimesh
 from typer.testing import CliRunner
 
-from test_web_device import ARGS, CHROMIUM, drop_file, sync_api  # skips this module where those tests skip
+from chromium import chromium, watched_page  # noqa: E402  (skips this module without Chromium)
+from test_web_device import drop_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,8 @@ def test_site_folder_holds_the_page_scripts_and_models(site):
 def test_site_works_from_a_plain_static_server(static_server, tmp_path, astronaut_png):
     """No server mode offered; a dropped photo gives the face on one thread (no cross-origin isolation
     from http.server) and a GLB to download; every request a GET without a body."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(accept_downloads=True)
-        requests = []
-        context.on("request", lambda r: requests.append((r.method, r.url, r.post_data_buffer)))
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    with chromium() as browser:
+        page, requests, errors = watched_page(browser.new_context(accept_downloads=True))
         try:
             page.goto(static_server + "/")
             assert not page.evaluate("crossOriginIsolated")
@@ -87,5 +81,5 @@ def test_site_works_from_a_plain_static_server(static_server, tmp_path, astronau
             assert len(trimesh.load(saved, force="mesh").faces) > 10_000
             assert not errors, errors
         finally:
-            browser.close()
+            page.close()
     assert all(method == "GET" and not body for method, _, body in requests)

@@ -77,12 +77,15 @@ class Reconstructor:
         clock = Clock()
         photo, detections = self.find_faces(source, clock)
         faces = []
-        for detection in detections:
-            face = self.reconstruct_face(photo, detection, clock)
-            if face is not None:
-                faces.append(face)
-                if not all_faces:
-                    break
+        for tier in ([d for d in detections if not d.fallback], [d for d in detections if d.fallback]):
+            for detection in tier:  # fallback detections only where no confident one is a face
+                face = self.reconstruct_face(photo, detection, clock)
+                if face is not None:
+                    faces.append(face)
+                    if not all_faces:
+                        break
+            if faces:
+                break
         self.timings = clock.laps
         if not faces:
             raise NoFaceError("no face found in the photo")

@@ -33,6 +33,7 @@ class Detection:
     box: np.ndarray  # face box (x0, y0, x1, y1) in photo pixels
     score: float
     detector: str
+    fallback: bool = False  # a low-score candidate: worth checking only where no confident detection is a face
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,15 @@ class OnnxFaceDetector:
     and two levels added false detections), face centres as peaks of its centre map; `detect_faces`
     merges the levels' boxes. Its boxes are face boxes already (the box of the 68
     landmarks), so its convention is the identity. One onnxruntime thread by default: the network is
-    small, and a second thread doubled its CPU time (`bench/detection.py`) for little wall time."""
+    small, and a second thread doubled its CPU time (`bench/detection.py`) for little wall time.
+    Peaks between `fallback_score` and `min_score` come back as fallback detections, which the
+    pipeline checks only where no confident one is a face (turned faces often score low)."""
 
     name = "facevox"
     convention = BoxConvention()
 
-    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (RULES["detection"]["pixels"],), threads: int | None = 1):
+    def __init__(self, path=None, min_score: float | None = None, pixels: tuple[int, ...] = (RULES["detection"]["pixels"],), threads: int | None = 1,
+                 fallback_score: float | None = None):
         import json
 
         import onnxruntime
@@ -194,6 +198,7 @@ class OnnxFaceDetector:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.min_score = float(self.info.get("min_score", 0.5) if min_score is None else min_score)
+        self.fallback_score = min(self.min_score, float(self.info.get("fallback_score", self.min_score) if fallback_score is None else fallback_score))
         self.pixels, self.stride, self.multiple = pixels, int(self.info["stride"]), int(self.info["multiple"])
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -207,14 +212,15 @@ class OnnxFaceDetector:
         padded = np.zeros((-(-size[1] // self.multiple) * self.multiple, -(-size[0] // self.multiple) * self.multiple, 3), np.float32)
         padded[:size[1], :size[0]] = small / np.float32(255)
         maps = self.session.run(None, {"image": padded.transpose(2, 0, 1)[None]})[0][0]
-        return [Detection(box, score, self.name) for box, score in self.decode(maps, (size[0] / width, size[1] / height))]
+        return [Detection(box, score, self.name, fallback=score < self.min_score)
+                for box, score in self.decode(maps, (size[0] / width, size[1] / height))]
 
     def decode(self, maps: np.ndarray, scale: tuple[float, float]) -> list[tuple[np.ndarray, float]]:
-        """Peaks of the centre map above min_score → boxes in photo pixels (pixel centres at integers)."""
+        """Peaks of the centre map above fallback_score → boxes in photo pixels (pixel centres at integers)."""
         from scipy.ndimage import maximum_filter
 
         heat = 1 / (1 + np.exp(-maps[0]))
-        rows, cols = np.nonzero((heat >= self.min_score) & (heat == maximum_filter(heat, size=3, mode="constant")))
+        rows, cols = np.nonzero((heat >= self.fallback_score) & (heat == maximum_filter(heat, size=3, mode="constant")))
         found = []
         for r, c in zip(rows, cols):
             _, log_w, log_h, dx, dy = maps[:, r, c]

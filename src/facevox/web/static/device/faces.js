@@ -89,8 +89,10 @@ export async function detect(image, session, ort, contract) {
   return found;
 }
 
-// Peaks of the centre map above min_score → { box, score } in the image's pixels (OnnxFaceDetector.decode).
+// Peaks of the centre map above fallback_score → { box, score, fallback } in the image's pixels (OnnxFaceDetector.decode):
+// those below min_score are fallback detections, checked only where no confident one is a face.
 export function decode(maps, rows, cols, detector, [scaleX, scaleY]) {
+  const lowest = Math.min(detector.min_score, detector.fallback_score ?? detector.min_score);
   const cells = rows * cols;
   const heat = new Float32Array(cells);
   for (let i = 0; i < cells; i += 1) heat[i] = 1 / (1 + Math.exp(-maps[i]));
@@ -99,7 +101,7 @@ export function decode(maps, rows, cols, detector, [scaleX, scaleY]) {
   for (let r = 0; r < rows; r += 1) {
     for (let c = 0; c < cols; c += 1) {
       const value = heat[r * cols + c];
-      if (!(value >= detector.min_score)) continue;
+      if (!(value >= lowest)) continue;
       let peak = true;
       for (let dr = -1; dr <= 1 && peak; dr += 1) {
         for (let dc = -1; dc <= 1; dc += 1) {
@@ -115,7 +117,7 @@ export function decode(maps, rows, cols, detector, [scaleX, scaleY]) {
       const w = Math.exp(at(1)) * stride;
       const h = Math.exp(at(2)) * stride;
       const box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2];
-      found.push({ box: box.map((v, i) => (v + 0.5) / (i % 2 ? scaleY : scaleX) - 0.5), score: value });
+      found.push({ box: box.map((v, i) => (v + 0.5) / (i % 2 ? scaleY : scaleX) - 0.5), score: value, fallback: value < detector.min_score });
     }
   }
   return found;

@@ -38,10 +38,14 @@ export class Reconstructor {
     const { photo, detections } = await this.findFaces(image, jpeg, onProgress);
     lap('detect');
     const faces = [];
-    for (const [index, detection] of detections.entries()) {
-      onProgress(`Building face ${index + 1} of ${detections.length}…`);
-      const face = await this.reconstructFace(photo, detection, lap);
-      if (face) faces.push(face);
+    const confident = detections.filter((d) => !d.fallback);
+    for (const tier of [confident, detections.filter((d) => d.fallback)]) {  // fallback ones only where no confident one is a face
+      for (const [index, detection] of tier.entries()) {
+        onProgress(`Building face ${index + 1} of ${tier.length}…`);
+        const face = await this.reconstructFace(photo, detection, lap);
+        if (face) faces.push(face);
+      }
+      if (faces.length) break;
     }
     return { width: image.width, height: image.height, faces, timings };
   }
