@@ -94,7 +94,9 @@ def test_page_is_cross_origin_isolated_and_serves_only_the_device_models(device_
 @pytest.mark.parametrize("photo", ["astronaut_png", "grace_hopper_jpeg"])
 def test_detection_and_crop_match_python(device_page, facevox_detector, photo, request):
     """The photo decoded, faces found (facevox's detector; grace_hopper is resized for it) and cropped:
-    boxes within 0.02 pixel, scores within 1e-4, and by the same box the same crop, to the byte."""
+    boxes within 0.02 pixel, scores within 1e-4, and by the same box the same crop: to the byte with
+    OpenCV 4's warpAffine, whose fixed-point weights the page follows; OpenCV 5 interpolates a little
+    differently (one grey level in about a tenth of the values, a few at sharp edges)."""
     from facevox import crop
     from facevox.faces import detect_faces
     from facevox.image import load_image
@@ -117,10 +119,20 @@ def test_detection_and_crop_match_python(device_page, facevox_detector, photo, r
         assert js["score"] == pytest.approx(py.score, abs=1e-4)
     assert np.abs(np.array(found["matrix"]) - crop.crop_matrix(found["faces"][0]["box"])).max() < 1e-9  # the same rule
     python_crop = crop.crop_image(pixels, crop.crop_matrix(found["faces"][0]["box"]))  # OpenCV's warpAffine
-    assert np.array_equal(np.array(found["crop"]).reshape(192, 192, 3), python_crop)
+    assert_same_crop(np.array(found["crop"]).reshape(192, 192, 3), python_crop)
     edge = crop.crop_image(pixels, crop.crop_matrix([-60.3, -41.7, 95.2, 130.9]))
     assert 0.2 < (edge.max(axis=2) == 0).mean() < 0.9  # part black (outside the photo), part photo
-    assert np.array_equal(np.array(found["edge"]).reshape(192, 192, 3), edge)
+    assert_same_crop(np.array(found["edge"]).reshape(192, 192, 3), edge)
+
+
+def assert_same_crop(page: np.ndarray, python: np.ndarray):
+    import cv2
+
+    difference = np.abs(page.astype(int) - python)
+    if int(cv2.__version__.split(".")[0]) < 5:
+        assert difference.max() == 0
+    else:
+        assert difference.max() <= 8 and difference.mean() < 0.25, (difference.max(), difference.mean())
 
 
 def test_network_landmarks_and_front_depth_match_python(device_page, volume_model, astronaut):
