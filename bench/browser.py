@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import io
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,11 +46,10 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 RESULTS = ROOT / "bench" / "results"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+from bench.chromium import ARGS, CHROMIUM, drop_file, live_server, static_server  # noqa: E402
 
 
 def encoded(image: np.ndarray, fmt: str) -> bytes:
@@ -86,59 +84,27 @@ def sizes() -> dict:
     return {"files": files, "device_mode_total": total}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Refuse:
     def reconstruct(self, *args, **kwargs):
         raise RuntimeError("device mode must not ask the server")
 
 
-def start_app() -> tuple[str, callable]:
-    import uvicorn
-
+def serve_app():
+    """`facevox serve`'s app (cross-origin isolated), its server refusing to reconstruct."""
     from facevox.web import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Refuse()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-
-    def stop():
-        server.should_exit = True
-        thread.join(10)
-
-    return f"http://127.0.0.1:{port}", stop
+    return live_server(create_app(Refuse()))
 
 
-def start_static_site() -> tuple[str, callable]:
+@contextlib.contextmanager
+def serve_static_site():
+    """`facevox site` in a temporary folder under `python -m http.server` (not isolated)."""
     from facevox.web.site import write_site
 
-    folder = Path(tempfile.mkdtemp(prefix="facevox-site-"))
-    write_site(folder)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(url + "/index.html").close()
-            break
-        except OSError:
-            time.sleep(0.1)
-
-    def stop():
-        process.terminate()
-        process.wait(10)
-
-    return url, stop
+    with tempfile.TemporaryDirectory(prefix="facevox-site-") as folder:
+        write_site(Path(folder))
+        with static_server(Path(folder)) as url:
+            yield url
 
 
 def chromium_pss_bytes() -> int:
@@ -165,18 +131,13 @@ def chromium_pss_bytes() -> int:
     return total
 
 
-def drop(page, data: bytes, name: str, mime: str) -> None:
-    page.evaluate("""([b64, name, mime]) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([bytes], name, { type: mime }));
-      window.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-    }""", [base64.b64encode(data).decode(), name, mime])
-
-
-def speed(playwright, start, photos: dict, further: list[str]) -> dict:
+def speed(playwright, serve, photos: dict, further: list[str]) -> dict:
     """Cold first photo and further photos through the page's UI, on a fresh browser."""
-    url, stop = start()
+    with serve() as url:
+        return _speed(playwright, url, photos, further)
+
+
+def _speed(playwright, url: str, photos: dict, further: list[str]) -> dict:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -197,7 +158,7 @@ def speed(playwright, start, photos: dict, further: list[str]) -> dict:
         for name in [further[0], *further]:
             data, mime = photos[name]
             started = time.perf_counter()
-            drop(page, data, f"{name}.{mime.split('/')[1]}", mime)
+            drop_file(page, data, f"{name}.{mime.split('/')[1]}", mime)
             while page.evaluate("document.body.dataset.state") not in ("ready", "error"):
                 sample()
                 time.sleep(0.1)
@@ -212,7 +173,6 @@ def speed(playwright, start, photos: dict, further: list[str]) -> dict:
         isolated = page.evaluate("crossOriginIsolated")
     finally:
         browser.close()
-        stop()
     return {"page_load_s": round(load_s, 2), "cross_origin_isolated": isolated, "onnxruntime_threads": threads,
             "first_s": runs[0]["seconds"], "first_pipeline_s": runs[0]["pipeline_s"], "first_stages_s": runs[0]["stages_s"], "further": runs[1:],
             "further_median_s": round(statistics.median(r["seconds"] for r in runs[1:]), 2),
@@ -279,11 +239,16 @@ def summary(rows: list[dict]) -> dict:
 
 def agreement(playwright, photos: dict, group_folder: Path | None) -> dict:
     import facevox
-    from facevox.errors import NoFaceError
     from facevox.faces import OnnxFaceDetector
 
     python = facevox.Reconstructor(detectors=[OnnxFaceDetector()], settings=facevox.Settings(mesh="surface"), threads=1)
-    url, stop = start_app()
+    with serve_app() as url:
+        return _agreement(playwright, url, python, photos, group_folder)
+
+
+def _agreement(playwright, url: str, python, photos: dict, group_folder: Path | None) -> dict:
+    from facevox.errors import NoFaceError
+
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     results = {}
     try:
@@ -315,7 +280,6 @@ def agreement(playwright, photos: dict, group_folder: Path | None) -> dict:
                                  "faces_js": sum(p["faces_js"] for p in per_photo.values()), **summary(rows)}
     finally:
         browser.close()
-        stop()
     return results
 
 
@@ -333,8 +297,8 @@ def main():
               "sizes": sizes()}
     with sync_playwright() as playwright:
         further = ["astronaut", "grace_hopper", "phone_12mp", "astronaut"]
-        result["speed"] = {"facevox_serve_isolated": speed(playwright, start_app, photos, further),
-                           "static_site_http_server": speed(playwright, start_static_site, photos, further)}
+        result["speed"] = {"facevox_serve_isolated": speed(playwright, serve_app, photos, further),
+                           "static_site_http_server": speed(playwright, serve_static_site, photos, further)}
         print(json.dumps(result["speed"], indent=1), flush=True)
         result["agreement"] = agreement(playwright, photos, args.group_photos)
     result["machine"]["load_average_end"] = os.getloadavg()

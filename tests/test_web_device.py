@@ -15,7 +15,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from chromium import chromium, live_server, watched_page  # noqa: E402  (skips this module without Chromium)
+from chromium import chromium, drop_file, live_server, watched_page  # noqa: E402  (skips this module without Chromium)
 
 # The in-page modules, loaded once per page: window.device = { ort, modules by name, reconstructor }.
 LOAD = """async () => {
@@ -186,16 +186,6 @@ def test_surface_mesh_matches_python_exactly(device_page, volume_model, astronau
     assert len(expected.triangles) > 20_000
     assert np.array_equal(np.array(js["triangles"]).reshape(-1, 3), expected.triangles)
     assert np.abs(np.array(js["vertices"]).reshape(-1, 3) - expected.vertices).max() < 1e-9
-
-
-def drop_file(page, data: bytes, name: str, mime: str) -> None:
-    """Drop a file on the page, as a person dragging it from their desktop does (a real drop event)."""
-    page.evaluate("""([b64, name, mime]) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([bytes], name, { type: mime }));
-      window.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-    }""", [b64(data), name, mime])
 
 
 def test_device_mode_makes_the_face_and_sends_no_image(browser, server, tmp_path, astronaut_png):

@@ -4,18 +4,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import trimesh
 from typer.testing import CliRunner
 
-from chromium import chromium, watched_page  # noqa: E402  (skips this module without Chromium)
-from test_web_device import drop_file  # noqa: E402
+from chromium import chromium, drop_file, static_server, watched_page  # noqa: E402  (skips this module without Chromium)
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +23,9 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def static_server(site):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/index.html").close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and process.poll() is None, "http.server did not start"
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
+def served_site(site):
+    with static_server(site) as url:
+        yield url
 
 
 def test_site_folder_holds_the_page_scripts_and_models(site):
@@ -61,13 +40,13 @@ def test_site_folder_holds_the_page_scripts_and_models(site):
     assert "Cross-Origin-Embedder-Policy: require-corp" in (site / "_headers").read_text()
 
 
-def test_site_works_from_a_plain_static_server(static_server, tmp_path, astronaut_png):
+def test_site_works_from_a_plain_static_server(served_site, tmp_path, astronaut_png):
     """No server mode offered; a dropped photo gives the face on one thread (no cross-origin isolation
     from http.server) and a GLB to download; every request a GET without a body."""
     with chromium() as browser:
         page, requests, errors = watched_page(browser.new_context(accept_downloads=True))
         try:
-            page.goto(static_server + "/")
+            page.goto(served_site + "/")
             assert not page.evaluate("crossOriginIsolated")
             assert page.is_hidden("[data-where=server]") and page.is_hidden("text=API")
             drop_file(page, astronaut_png, "astronaut.png", "image/png")
