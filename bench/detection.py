@@ -129,8 +129,9 @@ class Runner:
         """The boxes the pipeline keeps (as Reconstructor.reconstruct): the confident detections the
         network calls a face (all of them without --check), else the fallback ones it does."""
         from facevox import crop
+        from facevox.faces import tiers
 
-        for tier in ([d for d in detections if not d.fallback], [d for d in detections if d.fallback]):
+        for tier in tiers(detections):
             if tier and self.network is not None:
                 size = self.network.input_size
                 crops = np.stack([crop.crop_image(image, crop.crop_matrix(d.box, size), size) for d in tier])

@@ -17,7 +17,7 @@ from facevox import crop as crop_rule
 from facevox import mesh, pose
 from facevox.errors import NoFaceError
 from facevox.face import Face, Mesh
-from facevox.faces import Detection, decode_reduction, default_detectors, detect_faces
+from facevox.faces import Detection, decode_reduction, default_detectors, detect_faces, tiers
 from facevox.image import Photo, PhotoFile
 from facevox.rules import RULES
 from facevox.volume import load_network
@@ -77,8 +77,8 @@ class Reconstructor:
         clock = Clock()
         photo, detections = self.find_faces(source, clock)
         faces = []
-        for tier in ([d for d in detections if not d.fallback], [d for d in detections if d.fallback]):
-            for detection in tier:  # fallback detections only where no confident one is a face
+        for tier in tiers(detections):
+            for detection in tier:
                 face = self.reconstruct_face(photo, detection, clock)
                 if face is not None:
                     faces.append(face)

@@ -259,6 +259,12 @@ def merge(detections: list[Detection], overlap: float = RULES["detection"]["merg
     return sorted(kept, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
 
+def tiers(detections: list[Detection]) -> tuple[list[Detection], list[Detection]]:
+    """The confident detections, then the fallback ones, each in the given order: the pipeline checks
+    the second only where none of the first is a face."""
+    return [d for d in detections if not d.fallback], [d for d in detections if d.fallback]
+
+
 def detect_faces(image: np.ndarray, detectors: list[Detector]) -> list[Detection]:
     """All faces found by the first detector that finds any (the rest are fallbacks), largest first,
     their boxes in the photo's pixels. The detectors see the photo shrunk by a whole factor to at
