@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="detector training tests need the [t
 from facevox.faces import OnnxFaceDetector, box_iou, merge  # noqa: E402
 from training.detector_net import DetectorNet, decode  # noqa: E402
 from training.scenes import Picture, SceneMaker, face_boxes, rotate  # noqa: E402
-from training.train_detector import export, losses, targets  # noqa: E402
+from training.train_detector import CropPool, export, losses, targets  # noqa: E402
 
 
 def square_face(centre, size) -> np.ndarray:
@@ -55,6 +55,28 @@ def test_rotation_moves_landmarks_with_the_picture():
     centre = moved[0].mean(0)
     ys, xs = np.nonzero(turned[0].numpy() > 0.5)
     assert np.hypot(xs.mean() - centre[0], ys.mean() - centre[1]) < 1.0
+
+
+class FlatFaces:
+    """A stand-in crop source: every crop one grey level, so that the pool shows which source made it."""
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def sample(self, count: int, seed: int):
+        from types import SimpleNamespace
+
+        image = torch.full((count, 3, 8, 8), self.level / 255)
+        return SimpleNamespace(image=image, landmarks=torch.as_tensor(np.tile(square_face((4, 4), 4), (count, 1, 1))))
+
+
+def test_crop_pool_takes_each_source_in_its_share():
+    pool = CropPool([FlatFaces(10), FlatFaces(20), FlatFaces(30)], [0.35, 0.35, 0.3], 300, seed=0)
+    levels = pool.images[:, 0, 0, 0].tolist()
+    assert np.abs(np.array([levels.count(v) for v in (10, 20, 30)]) - [105, 105, 90]).max() <= 2  # rendered in chunks of 256
+    assert CropPool([FlatFaces(10), FlatFaces(20)], [1, 0], 7, seed=0).images[:, 0, 0, 0].tolist() == [10] * 7
+    assert pool.counts(10) == [4, 3, 3] or pool.counts(10) == [3, 4, 3]
+    assert sum(pool.counts(255)) == 255
 
 
 def test_targets_and_decoding_round_trip():

@@ -5,7 +5,7 @@
 
 Scenes come from `training.scenes`: labelled real photos (`training.label_real`'s fits, landmarks
 projected into each photo; photos in REAL_PHOTOS/SET/), crops of rendered and profiled faces from the
-volume network's sources, and face-free pictures. The held-out check uses the `val` splits only.
+volume network's sources (and ICT FaceKit heads with --ict-share), and face-free pictures. The held-out check uses the `val` splits only.
 Loss: CenterNet's focal loss on the face-centre map, L1 on log size and centre offset.
 """
 
@@ -49,6 +49,8 @@ config = dict(
     real_labels="cache/labels",
     real_photos="cache",
     sfm="",
+    ict_share=0.0,  # share of the crop pool rendered from ICT FaceKit heads (sources/ict.py: ears, neck, hair; yaw to 90°)
+    ict="",  # the ICT head: a folder with model.npz (the data set's, or training/ict_head.py's pack) or the file ('' = ../shared/data/ict-face)
     device="cuda" if torch.cuda.is_available() else "cpu",
     export="",  # write the ONNX model (+ JSON) from OUT/ckpt.pt here and stop
 )
@@ -147,10 +149,11 @@ def evaluate(net, scenes, faces, threshold: float = 0.4) -> dict[str, float]:
 
 class CropPool:
     """Rendered (synthetic) and profiled real face crops with their 68 landmarks, in shared memory so
-    that the scene workers draw from it while the loop renews it on the GPU."""
+    that the scene workers draw from it while the loop renews it on the GPU. Each render takes its
+    crops from the sources in proportion to `shares`."""
 
-    def __init__(self, sources, size: int, seed: int):
-        self.sources, self.seed = sources, seed
+    def __init__(self, sources, shares, size: int, seed: int):
+        self.sources, self.shares, self.seed = sources, np.asarray(shares, np.float64) / np.sum(shares), seed
         images, marks = self.render(min(size, 256), seed)
         self.images = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8).share_memory_()
         self.landmarks = torch.zeros((size, 68, 2)).share_memory_()
@@ -158,12 +161,20 @@ class CropPool:
         for start in range(len(images), size, 256):
             self.renew(torch.arange(start, min(size, start + 256)), seed + start)
 
+    def counts(self, count: int) -> list[int]:
+        """`count` split by the shares, the remainder to the largest fractions."""
+        exact = self.shares * count
+        counts = np.floor(exact).astype(int)
+        counts[np.argsort(counts - exact)[:count - counts.sum()]] += 1
+        return counts.tolist()
+
     def render(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, marks = [], []
-        for source, n in zip(self.sources, (count // 2, count - count // 2)):
-            batch = source.sample(n, seed)
-            images.append((batch.image.float().clamp(0, 1) * 255).round().byte().cpu())
-            marks.append(batch.landmarks[..., :2].float().cpu())
+        for source, n in zip(self.sources, self.counts(count)):
+            if n:
+                batch = source.sample(n, seed)
+                images.append((batch.image.float().clamp(0, 1) * 255).round().byte().cpu())
+                marks.append(batch.landmarks[..., :2].float().cpu())
         return torch.cat(images), torch.cat(marks)
 
     def renew(self, slots: torch.Tensor, seed: int) -> None:
@@ -237,13 +248,24 @@ def main():
                RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", device=device, original_fraction=0.2)]
     held_out_sources = [SyntheticFaces(model, None, device=device),
                         RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "val", device=device, original_fraction=0.2)]
-    print(f"{len(photos)} training photos, {len(held_out_photos)} held out, {len(face_free)} face-free pictures", flush=True)
-
-    pool = CropPool(sources, cfg["crop_pool"], cfg["seed"] * 10**7)
+    shares = [0.5, 0.5]
     rng = np.random.default_rng(10**9)
     val_scenes, val_faces = SceneMaker(held_out_photos, face_free, cfg["size"]).make(
-        256, CropPool(held_out_sources, 64, 10**9).draw(64, rng), rng)
-    val_scenes = val_scenes.to(device)
+        256, CropPool(held_out_sources, shares, 64, 10**9).draw(64, rng), rng)
+    held_out = {"": (val_scenes.to(device), val_faces)}  # log key prefix → scenes, faces
+    if cfg["ict_share"] > 0:
+        from training.ict_head import DEFAULT_DIR as ICT_DEFAULT_DIR, load_head
+        from training.sources.ict import IctFaces
+
+        head = load_head(cfg["ict"] or ICT_DEFAULT_DIR)
+        sources.append(IctFaces(model, head, backgrounds, device=device))
+        shares = [(1 - cfg["ict_share"]) / 2, (1 - cfg["ict_share"]) / 2, cfg["ict_share"]]
+        heads = CropPool([IctFaces(model, head, None, device=device)], [1], 128, 10**9 + 1).draw(128, rng)
+        ict_scenes, ict_faces = SceneMaker(heads, face_free, cfg["size"]).make(128, heads, rng)
+        held_out["ict_"] = (ict_scenes.to(device), ict_faces)  # ICT heads only: the turned faces' check
+    print(f"{len(photos)} training photos, {len(held_out_photos)} held out, {len(face_free)} face-free pictures", flush=True)
+
+    pool = CropPool(sources, shares, cfg["crop_pool"], cfg["seed"] * 10**7)
     stream = SceneStream(SceneMaker(photos, face_free, cfg["size"]), pool, cfg["scenes_per_item"], cfg["crops_per_scene_batch"], cfg["seed"])
     items = iter(torch.utils.data.DataLoader(stream, batch_size=None, collate_fn=as_they_are, num_workers=cfg["workers"],
                                              pin_memory=device.type == "cuda",
@@ -260,12 +282,19 @@ def main():
         step = state["step"]
         print(f"resumed {checkpoint} at step {step}", flush=True)
 
+    def check() -> dict[str, float]:
+        return {prefix + key: value for prefix, (scenes, faces) in held_out.items() for key, value in evaluate(net, scenes, faces).items()}
+
     def lr_at(s):
         if s < cfg["warmup_steps"]:
             return cfg["lr"] * (s + 1) / cfg["warmup_steps"]
         return cfg["lr"] * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg["total_steps"]))))
 
     log = open(out / "log.jsonl", "a")
+    if step:  # the resumed network on this run's held-out scenes, before it trains further
+        record = {"step": step, "resumed": True, **check()}
+        print(json.dumps(record), flush=True)
+        log.write(json.dumps(record) + "\n")
     started = last = time.time()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while step < cfg["total_steps"] and time.time() - started < cfg["minutes"] * 60:
@@ -291,11 +320,11 @@ def main():
                       "scenes_per_s": 50 * cfg["batch_size"] / (time.time() - last) if step > 1 else 0.0}
             last = time.time()
             if step % cfg["eval_every"] == 0:
-                record.update(evaluate(net, val_scenes, val_faces))
+                record.update(check())
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
-    record = {"step": step, **evaluate(net, val_scenes, val_faces)}
+    record = {"step": step, **check()}
     print(json.dumps(record), flush=True)
     log.write(json.dumps(record) + "\n")
     state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "config": cfg["net"],
