@@ -4,6 +4,8 @@
 # Real photos in the mix: carry cache/sfm, cache/labels and the photo folders packed as cache/real-faces.tgz
 # and cache/celeb-faces.tgz (unpacked here; packed, the four fit the 64 MiB a call carries), and add
 #   --real-labels cache/labels --real-photos cache --real-fraction 0.3
+# DETECTOR="--key value ..." also trains the face detector (DETECTOR_RUN, default runs/detector, resumed) for the same call, beside
+# it; its checkpoint and log come back as detector.ckpt.pt and detector.log.jsonl.
 set -euo pipefail
 export PYTHONPATH=src:. PYTHONUNBUFFERED=1 FACEVOX_SFM=cache/sfm
 run=${RUN:-runs/main}
@@ -12,6 +14,18 @@ for pack in cache/*.tgz; do if [ -e "$pack" ]; then tar xzf "$pack" -C cache; fi
 if compgen -G "$run/ckpt.pt.part*" >/dev/null; then  # parts carried to a fresh machine
   cat "$run"/ckpt.pt.part* > "$run/ckpt.pt" && rm "$run"/ckpt.pt.part*
 fi
-python3 -m training.train --out "$run" --photos cache/real-faces --minutes "$1" "${@:2}" 2>&1 | tee "$OUT/train.txt"
-split -b 15m -d "$run/ckpt.pt" "$OUT/ckpt.pt.part"
-cp "$run/log.jsonl" "$OUT/log.jsonl"
+detector=""
+if [ -n "${DETECTOR:-}" ]; then  # the face detector trains beside it: its scenes are composed on 10 CPU cores
+  python3 -m training.train_detector --out "${DETECTOR_RUN:-runs/detector}" --workers 10 --minutes "$(python3 -c "print(max(0.5, $1 - 1.5))")" \
+    $DETECTOR > "$OUT/detector.txt" 2>&1 &
+  detector=$!
+fi
+status=0
+python3 -m training.train --out "$run" --photos cache/real-faces --minutes "$1" "${@:2}" 2>&1 | tee "$OUT/train.txt" || status=$?
+if [ -e "$run/ckpt.pt" ]; then split -b 15m -d "$run/ckpt.pt" "$OUT/ckpt.pt.part"; cp "$run/log.jsonl" "$OUT/log.jsonl"; fi
+if [ -n "$detector" ]; then
+  wait "$detector" || echo "the detector's training failed: see detector.txt"
+  cp "${DETECTOR_RUN:-runs/detector}"/ckpt.pt "$OUT/detector.ckpt.pt" && cp "${DETECTOR_RUN:-runs/detector}"/log.jsonl "$OUT/detector.log.jsonl" || true
+  grep '"step"' "$OUT/detector.txt" | tail -2 || true
+fi
+exit "$status"
