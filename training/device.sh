@@ -2,7 +2,7 @@
 # One training call on the GPU machine (device tool): resume runs/main, train MINUTES, send back the
 # checkpoint (in ≤ 15 MB parts) and the loss log through $OUT. Usage: [RUN=runs/NAME] bash training/device.sh MINUTES [--key value ...]
 # Real photos in the mix: carry cache/sfm, cache/labels and the photo folders packed as cache/real-faces.tgz
-# and cache/celeb-faces.tgz (unpacked here; packed, the four fit the 64 MiB a call carries), and add
+# and cache/celeb-faces-a.tgz, -b.tgz (unpacked here; spread over the first calls, README "Carrying it now"), and add
 #   --real-labels cache/labels --real-photos cache --real-fraction 0.3
 # DETECTOR="--key value ..." also trains the face detector (DETECTOR_RUN, default runs/detector, resumed) for the same call, beside
 # it; its checkpoint and log come back as detector.ckpt.pt and detector.log.jsonl.
