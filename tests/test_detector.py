@@ -171,3 +171,34 @@ def test_fallback_detections_are_checked_only_where_no_confident_one_is_a_face(a
     recon.detectors = [FixedDetector([Detection(face_box, 0.9, "fixed"), replace(background, score=0.2, fallback=True)])]
     faces = recon(astronaut)  # a confident face: the fallback box is never checked
     assert checked == [False] and len(faces) == 1
+
+
+def test_a_small_fallback_box_decodes_a_large_jpeg_finer_only_when_it_is_checked(astronaut):
+    """A 12-megapixel JPEG is decoded small for its large face; a tiny fallback box beside it costs a
+    finer decode only when no confident box is a face."""
+    import io
+
+    import facevox
+    from facevox.faces import Detection
+    from facevox.image import PhotoFile
+    from PIL import Image
+
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[:, 500:3500] = np.asarray(Image.fromarray(astronaut).resize((3000, 3000), Image.BILINEAR))
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=90)
+    face_box = next(d.box for d in merge(OnnxFaceDetector().detect(astronaut)) if not d.fallback) * 3000 / 512 + [500, 0, 500, 0]
+    tiny = Detection(np.array([100.0, 100.0, 140.0, 140.0]), 0.2, "fixed", fallback=True)
+    recon = facevox.Reconstructor(detectors=[], settings=facevox.Settings(mesh="surface"))
+
+    recon.detectors = [FixedDetector([Detection(face_box / 4, 0.9, "fixed"), replace(tiny, box=tiny.box / 4)])]  # boxes in the detector's pixels
+    file = PhotoFile(buffer.getvalue())
+    assert len(recon(file)) == 1
+    assert sorted(file._photos) == [4]  # the confident face was checked alone, at a quarter of the size
+
+    nothing = Detection(np.array([750.0, 0.0, 1000.0, 250.0]), 0.9, "fixed")  # no face there, large enough for a quarter
+    recon.detectors = [FixedDetector([nothing, replace(tiny, box=tiny.box / 4)])]
+    file = PhotoFile(buffer.getvalue())
+    with pytest.raises(facevox.NoFaceError):
+        recon(file)
+    assert sorted(file._photos) == [1, 4]  # the tiny fallback box was checked, on full-size pixels

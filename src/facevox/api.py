@@ -75,9 +75,11 @@ class Reconstructor:
         first (only the largest if all_faces is False). Raises FacevoxError for an unreadable photo and
         NoFaceError when no face is found."""
         clock = Clock()
-        photo, detections = self.find_faces(source, clock)
+        file = source if isinstance(source, PhotoFile) else PhotoFile(source)
+        photo, detections = self.find_faces(file, clock)
         faces = []
         for tier in tiers(detections):
+            photo = self.decoded_for(file, photo, tier, clock)
             for detection in tier:
                 face = self.reconstruct_face(photo, detection, clock)
                 if face is not None:
@@ -93,7 +95,8 @@ class Reconstructor:
 
     def find_faces(self, source, clock: "Clock | None" = None) -> tuple[Photo, list[Detection]]:
         """The photo, decoded as small as its faces allow (a large JPEG at 1/2 to 1/8 of its size: far
-        faster), and the faces' boxes in the photo's own pixels, largest first. NoFaceError if none."""
+        faster), and the faces' boxes in the photo's own pixels, largest first. NoFaceError if none.
+        The size decoded serves the detections checked first (`tiers`): the confident ones if any."""
         clock = clock or Clock()
         file = source if isinstance(source, PhotoFile) else PhotoFile(source)
         photo = file.decode(decode_reduction(file.size))
@@ -103,11 +106,18 @@ class Reconstructor:
         clock.lap("detect")
         if not detections:
             raise NoFaceError("no face found in the photo")
+        first = next(tier for tier in tiers(detections) if tier)
+        return self.decoded_for(file, photo, first, clock), detections
+
+    def decoded_for(self, file: PhotoFile, photo: Photo, detections: list[Detection], clock: "Clock") -> Photo:
+        """`photo`, or `file` decoded finer where one of the detections is a face too small for its pixels."""
+        if not detections:
+            return photo
         finest = min(crop_rule.reduction(d.box, self.model.input_size) for d in detections)
-        if finest < photo.reduction:  # a face too small for the pixels decoded: decode finer
+        if finest < photo.reduction:
             photo = file.decode(finest)
             clock.lap("decode")
-        return photo, detections
+        return photo
 
     def reconstruct_face(self, photo: Photo | np.ndarray, detection: Detection, clock: "Clock | None" = None) -> Face:
         """One face, from a detection (a face box in photo pixels) and the decoded photo (or an image
