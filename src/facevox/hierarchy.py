@@ -217,8 +217,9 @@ class HierarchicalModel:
         self.input_size = int(self.info["input_size"])
         self.mirror, self.chunk = mirror, chunk
 
-    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps alone."""
+    def __call__(self, crops: np.ndarray, surface: bool = True, blocks=None) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps alone.
+        blocks: the blocks to refine instead of the head's choice (`refine`)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -236,7 +237,7 @@ class HierarchicalModel:
             heatmaps, depth = ((maps[:n] + mirror_maps(maps[n:])) / 2 for maps in (heatmaps, depth))
             prior = (prior[:n] + prior[n:, ..., ::-1]) / 2
             scores, features, images = scores[:n], features[:n], [image[:n] for image in images]
-        hierarchies = self.refine(scores, features, prior, images)
+        hierarchies = self.refine(scores, features, prior, images, blocks)
         return [NetworkOutput(None, h, d, front=tree.front_depth(), hierarchy=tree) for h, d, tree in zip(heatmaps, depth, hierarchies)]
 
     def _run(self, session, inputs: dict) -> list[np.ndarray]:
@@ -260,8 +261,22 @@ class HierarchicalModel:
             chosen = chosen[np.argsort(-flat[chosen], kind="stable")[:limit]]
         return np.sort(chosen)
 
-    def refine(self, scores, features, prior, images) -> list[Hierarchy]:
-        """The trunk's outputs for n faces (padded as exported) → each face's Hierarchy."""
+    def _force(self, faces: np.ndarray, origins: np.ndarray, level: int, blocks) -> np.ndarray:
+        """Indices of the candidate octants (their faces and child origins) that are among `blocks`."""
+        g = self.grids[level]
+
+        def key(face, origin):
+            return ((face * g + origin[:, 0]) * g + origin[:, 1]) * g + origin[:, 2]
+
+        wanted = np.concatenate([key(np.full(len(mine[level - 1]), face), np.asarray(mine[level - 1]).reshape(-1, 3))
+                                 for face, mine in enumerate(blocks)])
+        return np.flatnonzero(np.isin(key(faces, origins), wanted))
+
+    def refine(self, scores, features, prior, images, blocks=None) -> list[Hierarchy]:
+        """The trunk's outputs for n faces (padded as exported) → each face's Hierarchy. blocks: for each
+        face, the origins (m, 3) of the blocks to refine at each level, in place of the head's choice
+        (benchmarks force a known selection, bench/hsp_cpu.py); a block whose parent is not refined is
+        left out."""
         n, halo = len(scores), self.halo
         g1 = self.grids[1]
         trees = [Hierarchy(self.input_size, self.grids, sigmoid(prior[i, 0, halo : halo + g1, halo : halo + g1, halo : halo + g1]))
@@ -270,14 +285,23 @@ class HierarchicalModel:
         parent = None
         for level, session in enumerate(self.levels, start=1):
             if level == 1:
-                chosen = self._choose(scores, n, level)
+                if blocks is None:
+                    chosen = self._choose(scores, n, level)
+                else:
+                    every = np.stack(np.unravel_index(np.arange(scores.size), scores.shape), 1)
+                    chosen = self._force(every[:, 0], self.block * every[:, 1:], level, blocks)
                 sample, *octant = np.unravel_index(chosen, scores.shape)
                 octant = np.stack(octant, 1)
                 origin = self.block * octant
                 inputs = {"parent_features": crop3d(features, sample, self.octant * octant, crop),
                           "prior": crop3d(prior, sample, origin, span)}
             else:
-                chosen = self._choose(parent["scores"], n, level)
+                if blocks is None:
+                    chosen = self._choose(parent["scores"], n, level)
+                else:
+                    every = np.stack(np.unravel_index(np.arange(parent["scores"].size), parent["scores"].shape), 1)
+                    origins = 2 * (parent["origin"][every[:, 0]] + self.octant * every[:, 1:])
+                    chosen = self._force(parent["sample"][every[:, 0]], origins, level, blocks)
                 source, *sub = np.unravel_index(chosen, parent["scores"].shape)
                 sub = np.stack(sub, 1)
                 sample = parent["sample"][source]
