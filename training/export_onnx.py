@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.hsp_net import BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, forward_apart, grid_sizes, octant_max
+from facevox.hsp_net import (BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, cut_windows, forward_apart,
+                             grid_sizes, octant_max, windows)
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -57,9 +58,10 @@ class ExportedTrunk(torch.nn.Module):
 
 
 class ExportedLevel(torch.nn.Module):
-    """One level's block head: parent crops in; the block's features and occupancy logits over SPAN³
-    (its children's context), the octant scores of its core and, for meshes, the occupancy probability
-    of its core with the voxel in front of it in depth ((n, 17, 16, 16)); the last level: that alone."""
+    """One level's block head: parent crops in (a pointwise head's cut to hsp_net.windows); the block's
+    features and occupancy logits over SPAN³ (its children's context), the octant scores of its core and,
+    for meshes, the occupancy probability of its core with the voxel in front of it in depth
+    ((n, 17, 16, 16)); the last level: that alone."""
 
     def __init__(self, net: HSPNet, level: int):
         super().__init__()
@@ -68,7 +70,7 @@ class ExportedLevel(torch.nn.Module):
     def forward(self, features, prior, image):
         head = self.net.levels[self.level - 1]
         core = slice(HALO, HALO + BLOCK)
-        if head.mix is None:  # pointwise: computed with the children apart (features out in that layout)
+        if head.mix is None:  # pointwise: its inputs' windows alone, the children apart (features out in that layout)
             out, occupancy, boundary = forward_apart(head, features, prior, image)
             if boundary is not None:
                 boundary = boundary[:, core, core, core]
@@ -79,6 +81,15 @@ class ExportedLevel(torch.nn.Module):
             return torch.sigmoid(occupancy[:, 0])
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
         return out, occupancy, octant_max(boundary), probability
+
+
+def level_inputs(net: HSPNet, level: int, count: int) -> dict[str, torch.Tensor]:
+    """Random inputs of `level`'s graph for `count` blocks."""
+    head, channels = net.levels[level - 1], net.config.hsp_channels
+    prior = CROP if head.prior_from_parent else SPAN
+    inputs = {"parent_features": torch.rand(count, channels, CROP, CROP, CROP), "prior": torch.randn(count, 1, prior, prior, prior),
+              "image": torch.rand(count, channels, SPAN, SPAN)}
+    return inputs if head.mix is not None else dict(zip(inputs, cut_windows(head, *inputs.values())))
 
 
 def level_files(path: Path, levels: int) -> list[str]:
@@ -97,9 +108,7 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                       dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]}, opset_version=17, dynamo=False,
                       training=torch.onnx.TrainingMode.PRESERVE)
     for level, name in enumerate(level_files(path, c.hsp_levels), start=1):
-        prior = CROP if net.levels[level - 1].prior_from_parent else SPAN
-        inputs = (torch.rand(2, c.hsp_channels, CROP, CROP, CROP), torch.randn(2, 1, prior, prior, prior),
-                  torch.rand(2, c.hsp_channels, SPAN, SPAN))
+        inputs = tuple(level_inputs(net, level, 2).values())
         final = level == c.hsp_levels - 1
         outputs = ["probability"] if final else ["features", "occupancy", "scores", "probability"]
         torch.onnx.export(ExportedLevel(net, level), inputs, str(path.parent / name), input_names=["parent_features", "prior", "image"],
@@ -108,7 +117,11 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
                  # each level graph's features: in space, or each voxel's 8 children apart (hsp_net.to_children)
-                 "feature_layout": ["space" if head.mix is not None else "children" for head in net.levels]}
+                 "feature_layout": ["space" if head.mix is not None else "children" for head in net.levels],
+                 # where each level graph's inputs lie in the crops cut for it (parent features and prior CROP³
+                 # at the octant's crop corner, image SPAN² at the block's): null for all of them
+                 "windows": [{name: [list(offset), list(size)] for name, (offset, size) in windows(head).items()}
+                             if head.mix is None else None for head in net.levels]}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,
             "hsp_channels": c.hsp_channels}
 
@@ -147,10 +160,7 @@ def check(net: VolumeNet, path: Path) -> float:
     image = torch.rand(2, 3, net.config.input_size, net.config.input_size)
     runs = [(Exported(net) if not net.config.hsp_levels else ExportedTrunk(net), path, {"image": image})]
     for level, name in enumerate(level_files(path, net.config.hsp_levels), start=1):
-        prior = CROP if net.levels[level - 1].prior_from_parent else SPAN
-        channels = net.config.hsp_channels
-        inputs = {"parent_features": torch.rand(3, channels, CROP, CROP, CROP), "prior": torch.randn(3, 1, prior, prior, prior),
-                  "image": torch.rand(3, channels, SPAN, SPAN)}
+        inputs = level_inputs(net, level, 3)
         runs.append((ExportedLevel(net, level), path.parent / name, inputs))
     worst = 0.0
     for module, file, inputs in runs:

@@ -24,32 +24,33 @@ from facevox.landmarks import mirror_maps
 from facevox.volume import NetworkOutput, model_files
 
 
-def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
-    """volume (B, C, D, H, W) → (n, C, size, size, size): volume[which[i], :, k:k+size, y:y+size, x:x+size]
-    for start[i] = (k, y, x)."""
-    r = np.arange(size)
-    k = (start[:, 0, None] + r)[:, :, None, None]
-    y = (start[:, 1, None] + r)[:, None, :, None]
-    x = (start[:, 2, None] + r)[:, None, None, :]
+def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
+    """volume (B, C, D, H, W) → (n, C, a, b, c): volume[which[i], :, k:k+a, y:y+b, x:x+c] for start[i] = (k, y, x)
+    and size (a, b, c) (or one int for all three)."""
+    a, b, c = np.broadcast_to(size, 3)
+    k = (start[:, 0, None] + np.arange(a))[:, :, None, None]
+    y = (start[:, 1, None] + np.arange(b))[:, None, :, None]
+    x = (start[:, 2, None] + np.arange(c))[:, None, None, :]
     return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
 
 
-def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
     """`crop3d` of a volume whose voxels are stored with each parent voxel's 8 children apart
     ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space."""
     a = volume.shape[-1]
-    v = start[:, :, None] + np.arange(size)  # (n, 3, size) voxels in space
-    child, half = v % 2, v // 2
-    k = (4 * child[:, 0, :, None, None] + 2 * child[:, 1, None, :, None] + child[:, 2, None, None, :]) * a + half[:, 0, :, None, None]
-    y, x = half[:, 1, None, :, None], half[:, 2, None, None, :]
+    v = [start[:, axis, None] + np.arange(n) for axis, n in enumerate(np.broadcast_to(size, 3))]  # voxels in space
+    (ck, cy, cx), (hk, hy, hx) = zip(*[(axis % 2, axis // 2) for axis in v])
+    k = (4 * ck[:, :, None, None] + 2 * cy[:, None, :, None] + cx[:, None, None, :]) * a + hk[:, :, None, None]
+    y, x = hy[:, None, :, None], hx[:, None, None, :]
     return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
 
 
-def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
-    """maps (B, C, H, W) → (n, C, size, size): maps[which[i], :, y:y+size, x:x+size] for start[i] = (y, x)."""
-    r = np.arange(size)
-    y = (start[:, 0, None] + r)[:, :, None]
-    x = (start[:, 1, None] + r)[:, None, :]
+def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
+    """maps (B, C, H, W) → (n, C, a, b): maps[which[i], :, y:y+a, x:x+b] for start[i] = (y, x) and size (a, b)
+    (or one int for both)."""
+    a, b = np.broadcast_to(size, 2)
+    y = (start[:, 0, None] + np.arange(a))[:, :, None]
+    x = (start[:, 1, None] + np.arange(b))[:, None, :]
     return np.ascontiguousarray(maps.transpose(0, 2, 3, 1)[which[:, None, None], y, x].transpose(0, 3, 1, 2))
 
 
@@ -214,6 +215,7 @@ class HierarchicalModel:
         self.block, self.octant, self.context, self.halo = spec["block"], spec["octant"], spec["context"], spec["halo"]
         self.threshold = spec["threshold"] if threshold is None else threshold
         self.layouts = spec.get("feature_layout", ["space"] * len(self.levels))
+        self.windows = spec.get("windows", [None] * len(self.levels))
         self.input_size = int(self.info["input_size"])
         self.mirror, self.chunk = mirror, chunk
 
@@ -245,6 +247,8 @@ class HierarchicalModel:
         count = len(next(iter(inputs.values())))
         first = session.run(None, {k: v[: max(min(self.chunk, count), 1)] if count else np.zeros((1,) + v.shape[1:], np.float32)
                                    for k, v in inputs.items()})
+        if 0 < count <= self.chunk:
+            return first
         outputs = [np.empty((count,) + part.shape[1:], part.dtype) for part in first]
         for i in range(0, count, self.chunk):
             parts = first if i == 0 else session.run(None, {k: v[i : i + self.chunk] for k, v in inputs.items()})
@@ -293,8 +297,8 @@ class HierarchicalModel:
                 sample, *octant = np.unravel_index(chosen, scores.shape)
                 octant = np.stack(octant, 1)
                 origin = self.block * octant
-                inputs = {"parent_features": crop3d(features, sample, self.octant * octant, crop),
-                          "prior": crop3d(prior, sample, origin, span)}
+                corners = {"parent_features": self.octant * octant, "prior": origin, "image": origin[:, 1:]}
+                sources = {"parent_features": (crop3d, features, sample), "prior": (crop3d, prior, sample)}
             else:
                 if blocks is None:
                     chosen = self._choose(parent["scores"], n, level)
@@ -307,9 +311,15 @@ class HierarchicalModel:
                 sample = parent["sample"][source]
                 origin = 2 * (parent["origin"][source] + self.octant * sub)
                 cut = crop3d if self.layouts[level - 2] == "space" else crop3d_children
-                inputs = {"parent_features": cut(parent["features"], source, self.octant * sub, crop),
-                          "prior": crop3d(parent["occupancy"], source, self.octant * sub, crop)}
-            inputs["image"] = crop2d(images[level - 1], sample, origin[:, 1:], span)
+                corners = {"parent_features": self.octant * sub, "prior": self.octant * sub, "image": origin[:, 1:]}
+                sources = {"parent_features": (cut, parent["features"], source), "prior": (crop3d, parent["occupancy"], source)}
+            sources["image"] = (crop2d, images[level - 1], sample)
+            sizes = {"parent_features": crop, "prior": crop if level > 1 else span, "image": span}
+            window = self.windows[level - 1] or {}
+            inputs = {}
+            for name, (cutter, values, which) in sources.items():  # each input's window of its crop (all of it by default)
+                offset, size = window.get(name, (0, sizes[name]))
+                inputs[name] = cutter(values, which, corners[name] + np.asarray(offset), size)
             outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))
             for i, tree in enumerate(trees):
                 mine = sample == i

@@ -179,28 +179,60 @@ def to_space(x: torch.Tensor, a: int, b: int, c: int) -> torch.Tensor:
     return x.reshape(-1, x.shape[1], 2, 2, 2, a, b, c).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(-1, x.shape[1], 2 * a, 2 * b, 2 * c)
 
 
+def windows(head: LevelHead) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Where a pointwise head's export (`forward_apart`) reads its inputs, as (offset, size) per axis
+    within what `LevelHead.forward` takes (the parent's CROP³ features and prior, the SPAN² image): only
+    what it uses, so that the runtime cuts no more than that and the graph has no slices."""
+    if head.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
+        features = ((1, CONTEXT, CONTEXT), (OCTANT + 1, OCTANT, OCTANT))
+        image = ((HALO, HALO), (BLOCK, BLOCK))
+    else:  # SPAN³ around the core
+        features = ((1, 1, 1), (CROP - 2,) * 3)
+        image = ((0, 0), (SPAN, SPAN))
+    (k, y, x), (a, b, c) = features
+    if head.prior_from_parent:  # the parent voxels' logits and one more each side, to upsample from
+        prior = ((k - 1, y - 1, x - 1), (a + 2, b + 2, c + 2))
+    else:  # at this level, on the children of the features' parent voxels
+        prior = ((2 * k - 2, 2 * y - 2, 2 * x - 2), (2 * a, 2 * b, 2 * c))
+    return {"parent_features": features, "prior": prior, "image": image}
+
+
+def cut_windows(head: LevelHead, features, prior, image):
+    """`LevelHead.forward`'s inputs cut to `windows(head)`: what `forward_apart` takes."""
+    cut = []
+    for tensor, (offset, size) in zip((features, prior, image), windows(head).values()):
+        index = tuple(slice(o, o + n) for o, n in zip(offset, size))
+        cut.append(tensor[(slice(None), slice(None)) + index])
+    return cut
+
+
+def upsample_children(prior: torch.Tensor) -> torch.Tensor:
+    """(n, 1, a + 2, b + 2, c + 2) logits → (n, 1, 8a, b, c) in `to_children`'s layout: the trilinear ×2
+    upsampling (align_corners=False) of the inner a × b × c voxels, as one fixed 3×3×3 convolution (a
+    child of voxel i lies a quarter voxel from it: ¾ of it and ¼ of the neighbour on the child's side)."""
+    sides = torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.75, 0.25]], dtype=prior.dtype, device=prior.device)
+    weight = (sides[:, None, None, :, None, None] * sides[None, :, None, None, :, None] * sides[None, None, :, None, None, :])
+    children = F.conv3d(prior, weight.reshape(8, 1, 3, 3, 3))  # channel 4·pk + 2·py + px
+    a, b, c = children.shape[-3:]
+    return children.reshape(-1, 1, 8 * a, b, c)
+
+
 def forward_apart(head: LevelHead, features, prior, image):
-    """`LevelHead.forward` of a pointwise head (no 3×3×3 convolution), computed with each parent voxel's 8
-    children kept apart (`to_children`'s layout) instead of shuffled into space: the same numbers
-    without moving C channels through the depth-to-space shuffle (only the 1-channel prior, occupancy and
-    boundary probability move). Returns the features in that layout, the occupancy logits in space, and
-    instead of class logits the boundary probability (n, 20, 20, 20) in space (None at the last level).
-    For export (onnxruntime); training uses `forward`."""
+    """`LevelHead.forward` of a pointwise head (no 3×3×3 convolution) on its inputs cut to `windows(head)`,
+    computed with each parent voxel's 8 children kept apart (`to_children`'s layout) instead of shuffled
+    into space: the same numbers without moving C channels through the depth-to-space shuffle (only the
+    1-channel occupancy and boundary probability move; a parent's prior is upsampled straight into that
+    layout). Returns the features in that layout, the occupancy logits in space, and instead of class
+    logits the boundary probability (n, 20, 20, 20) in space (None at the last level). For export
+    (onnxruntime); training uses `forward`."""
     channels = head.channels
-    if head.prior_from_parent:
-        prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
-    if head.classes is None:
-        features = features[:, :, 1:-2, 2:-2, 2:-2]
-        prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
-    else:
-        features = features[:, :, 1:-1, 1:-1, 1:-1]
     a, b, c = features.shape[-3:]
-    prior = to_children(prior, a, b, c)
+    prior = upsample_children(prior) if head.prior_from_parent else to_children(prior, a, b, c)
     image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4)[:, :, None, :, :, None]  # (n, C, 1, py, px, 1, b, c)
     x = (head.up(features).reshape(-1, channels, 8 * a, b, c) + head.prior_in(prior)).reshape(-1, channels, 2, 2, 2, a, b, c) + image
     x = F.relu(head.pointwise(F.relu(x).reshape(-1, channels, 8 * a, b, c)))
     occupancy = to_space(prior + head.occupancy(x).float(), a, b, c)
-    if head.classes is None:
+    if head.classes is None:  # its core and the voxel in front of it
         return x, occupancy[:, :, 1:], None
     return x, occupancy, to_space(boundary_probability(head.classes(x))[:, None], a, b, c)[:, 0]
 
