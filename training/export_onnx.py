@@ -113,7 +113,8 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
         outputs = ["probability"] if final else ["features", "occupancy", "scores", "probability"]
         torch.onnx.export(ExportedLevel(net, level), inputs, str(path.parent / name), input_names=["parent_features", "prior", "image"],
                           output_names=outputs, dynamic_axes={n: {0: "blocks"} for n in ["parent_features", "prior", "image", *outputs]},
-                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False)  # weights combined in the graph keep their own (onnxruntime folds them)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
                  # each level graph's features: in space, or each voxel's 8 children apart (hsp_net.to_children)
