@@ -228,14 +228,14 @@ def forward_apart(head: LevelHead, features, prior, image):
     channels = head.channels
     a, b, c = features.shape[-3:]
     prior = upsample_children(prior) if head.prior_from_parent else to_children(prior, a, b, c)
-    image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4)[:, :, None, :, :, None]  # (n, C, 1, py, px, 1, b, c)
+    image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4).reshape(-1, channels, 1, 4, 1, b * c)  # (n, C, 1, py·px, 1, b·c)
     # up(features) + prior_in(prior) as one 1×1×1 convolution of the parent voxels' features and their 8
     # children's priors: output channel 8·c + child j reads prior j with prior_in's weight for c
     prior_in = head.prior_in.weight.reshape(channels, 1, 1) * torch.eye(8, dtype=features.dtype, device=features.device)
     weight = torch.cat([head.up.weight.reshape(8 * channels, channels), prior_in.reshape(8 * channels, 8)], 1)
     bias = head.up.bias + head.prior_in.bias.repeat_interleave(8)
     x = F.conv3d(torch.cat([features, prior.reshape(-1, 8, a, b, c)], 1), weight[..., None, None, None], bias)
-    x = x.reshape(-1, channels, 2, 2, 2, a, b, c) + image
+    x = x.reshape(-1, channels, 2, 4, a, b * c) + image
     x = F.relu(head.pointwise(F.relu(x).reshape(-1, channels, 8 * a, b, c)))
     occupancy = to_space(prior + head.occupancy(x).float(), a, b, c)
     if head.classes is None:  # its core and the voxel in front of it
