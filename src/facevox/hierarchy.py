@@ -24,34 +24,54 @@ from facevox.landmarks import mirror_maps
 from facevox.volume import NetworkOutput, model_files
 
 
+def gather(values: np.ndarray, corner: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """values.flat[corner[i] + pattern] for each i: (n,) + pattern.shape, one np.take."""
+    return np.take(values.reshape(-1), corner.reshape((-1,) + (1,) * pattern.ndim) + pattern)
+
+
+def offsets(strides, *sizes) -> np.ndarray:
+    """Flat offsets of a box of `sizes` (one per axis, from the first) in an array of these (element) strides."""
+    grids = np.meshgrid(*[np.arange(n) for n in sizes], indexing="ij")
+    return sum(g * s for g, s in zip(grids, strides))
+
+
 def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
     """volume (B, C, D, H, W) → (n, C, a, b, c): volume[which[i], :, k:k+a, y:y+b, x:x+c] for start[i] = (k, y, x)
     and size (a, b, c) (or one int for all three)."""
-    a, b, c = np.broadcast_to(size, 3)
-    k = (start[:, 0, None] + np.arange(a))[:, :, None, None]
-    y = (start[:, 1, None] + np.arange(b))[:, None, :, None]
-    x = (start[:, 2, None] + np.arange(c))[:, None, None, :]
-    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+    volume = np.ascontiguousarray(volume)
+    strides = np.array(volume.strides) // volume.itemsize
+    corner = which * strides[0] + start @ strides[2:]
+    return gather(volume, corner, offsets(strides[1:], volume.shape[1], *np.broadcast_to(size, 3)))
 
 
 def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
     """`crop3d` of a volume whose voxels are stored with each parent voxel's 8 children apart
-    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space."""
+    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space. Crops that start on voxels of
+    the same parity share one pattern of offsets."""
+    volume = np.ascontiguousarray(volume)
+    sb, sc, sd, sh, sw = np.array(volume.strides) // volume.itemsize
     a = volume.shape[-1]
-    v = [start[:, axis, None] + np.arange(n) for axis, n in enumerate(np.broadcast_to(size, 3))]  # voxels in space
-    (ck, cy, cx), (hk, hy, hx) = zip(*[(axis % 2, axis // 2) for axis in v])
-    k = (4 * ck[:, :, None, None] + 2 * cy[:, None, :, None] + cx[:, None, None, :]) * a + hk[:, :, None, None]
-    y, x = hy[:, None, :, None], hx[:, None, None, :]
-    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+    sizes = np.broadcast_to(size, 3)
+    out = np.empty((len(which), volume.shape[1], *sizes), volume.dtype)
+    parity = start % 2
+    for p in np.unique(parity, axis=0):
+        mine = (parity == p).all(1)
+        k, y, x = (p[axis] + np.arange(n) for axis, n in enumerate(sizes))  # voxels from the even one below the start
+        plane = 4 * (k % 2)[:, None, None] + 2 * (y % 2)[None, :, None] + (x % 2)[None, None, :]
+        pattern = np.arange(volume.shape[1])[:, None, None, None] * sc + (plane * a + (k // 2)[:, None, None]) * sd \
+            + (y // 2)[None, :, None] * sh + (x // 2)[None, None, :] * sw
+        corner = which[mine] * sb + (start[mine] // 2) @ np.array([sd, sh, sw])
+        out[mine] = gather(volume, corner, pattern)
+    return out
 
 
 def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
     """maps (B, C, H, W) → (n, C, a, b): maps[which[i], :, y:y+a, x:x+b] for start[i] = (y, x) and size (a, b)
     (or one int for both)."""
-    a, b = np.broadcast_to(size, 2)
-    y = (start[:, 0, None] + np.arange(a))[:, :, None]
-    x = (start[:, 1, None] + np.arange(b))[:, None, :]
-    return np.ascontiguousarray(maps.transpose(0, 2, 3, 1)[which[:, None, None], y, x].transpose(0, 3, 1, 2))
+    maps = np.ascontiguousarray(maps)
+    strides = np.array(maps.strides) // maps.itemsize
+    corner = which * strides[0] + start @ strides[2:]
+    return gather(maps, corner, offsets(strides[1:], maps.shape[1], *np.broadcast_to(size, 2)))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -321,8 +341,8 @@ class HierarchicalModel:
                 offset, size = window.get(name, (0, sizes[name]))
                 inputs[name] = cutter(values, which, corners[name] + np.asarray(offset), size)
             outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))
-            for i, tree in enumerate(trees):
-                mine = sample == i
-                tree.levels.append(Level(origin[mine], outputs["probability"][mine]))
+            bounds = np.searchsorted(sample, np.arange(n + 1))  # blocks come face by face: each face's are views
+            for tree, first, end in zip(trees, bounds[:-1], bounds[1:]):
+                tree.levels.append(Level(origin[first:end], outputs["probability"][first:end]))
             parent = {**outputs, "sample": sample, "origin": origin}
         return trees
