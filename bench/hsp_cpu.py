@@ -1,6 +1,7 @@
 """The hierarchical model's CPU cost a face with realistic blocks, against the dense model (issue 18):
 
-    PYTHONPATH=src:. python -m bench.hsp_cpu [--faces 8] [--scales 1,1.5,2] [--out bench/results/hsp_cpu_oracle.json]
+    PYTHONPATH=src:. python -m bench.hsp_cpu [--faces 8] [--scales 1,1.5,2] [--no-mirror] \\
+        [--hsp-channels C] [--hsp-spatial L] [--out bench/results/hsp_cpu_oracle.json]
 
 No trained hierarchical head exists, and an untrained one refines arbitrary blocks, so each level's
 blocks are forced to the oracle's (`training.hsp.oracle_hierarchy`: the octants that hold the true
@@ -9,12 +10,15 @@ visible surface of that render, what a perfect head refines) through the runtime
 times the oracle's blocks plus others up to 1.5× and 2× as many at each level (`widen`: the candidates
 nearest a true block, among the children of the blocks already refined).
 
-The model: `--hsp-model`, or by default `hsp-hg2-w192` made here in a temporary folder, its backbone and
-dense head read from the shipped dense model and its hierarchical head fresh (seed 0): the graphs and
-their cost are a trained model's, the numbers in them are not. Faces: `bench.accuracy_synthetic`'s
-held-out renders. Each model in its own process (`bench.hsp_timing`), on the same crops, with the same
-threads, the first crop a warm-up: CPU seconds a face in all and by part (the trunk graph, each level's
-graph, the numpy between them, the surface), wall seconds, peak memory.
+The model: `--hsp-model`, or by default `hsp-hg2-w192` made here in a temporary folder (`--hsp-channels`,
+`--hsp-spatial` change its NetConfig), its backbone and dense head read from the shipped dense model and
+its hierarchical head fresh (seed 0): the graphs and their cost are a trained model's, the numbers in
+them are not. Faces: `bench.accuracy_synthetic`'s held-out renders. Each model in its own process
+(`bench.hsp_timing`), on the same crops, with the same threads, the first crop a warm-up: CPU seconds a
+face in all and by part (the trunk graph, each level's graph, the numpy between them, the surface with
+its front depth), wall seconds, peak memory. The dense model runs before and after the hierarchical one
+(`dense_runs`; `dense` is their mean: the machine's load drifts), and once without its mirror pass
+(`dense_no_mirror`); `--no-mirror` runs the hierarchical model without it.
 """
 
 from __future__ import annotations
@@ -70,8 +74,11 @@ def oracle_blocks(depth, mask, grids: list[int], size: int) -> list[list[np.ndar
     return [[level.origin for level in oracle_hierarchy(targets, i).levels] for i in range(len(depth))]
 
 
-def untrained_model(folder: Path, dense_model: Path) -> Path:
-    """hsp-hg2-w192 in `folder`: the dense model's weights, a fresh hierarchical head (seed 0)."""
+def untrained_model(folder: Path, dense_model: Path, **changes) -> Path:
+    """hsp-hg2-w192 (with `changes` to its NetConfig) in `folder`: the dense model's weights, a fresh
+    hierarchical head (seed 0)."""
+    import dataclasses
+
     import torch
 
     from facevox.net import CONFIGS, build
@@ -79,15 +86,16 @@ def untrained_model(folder: Path, dense_model: Path) -> Path:
     from training.export_onnx import export
 
     torch.manual_seed(0)
-    net = build(CONFIGS["hsp-hg2-w192"])
+    net = build(dataclasses.replace(CONFIGS["hsp-hg2-w192"], **changes))
     from_onnx(net, dense_model, partial=True)
     path = folder / "hsp-hg2-w192.onnx"
     export(net.eval(), path, {"name": "hsp-hg2-w192", "training_steps": 0, "note": "untrained head (bench/hsp_cpu.py)"})
     return path
 
 
-def timing(model: str, crops: Path, threads: int, blocks: Path | None = None) -> dict:
-    command = [sys.executable, "-m", "bench.hsp_timing", model, str(crops), str(threads)] + ([str(blocks)] if blocks else [])
+def timing(model: str, crops: Path, threads: int, blocks: Path | None = None, mirror: bool = True) -> dict:
+    command = [sys.executable, "-m", "bench.hsp_timing", model, str(crops), str(threads)]
+    command += (["--blocks", str(blocks)] if blocks else []) + ([] if mirror else ["--no-mirror"])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
@@ -106,6 +114,9 @@ def main(argv=None):
     parser.add_argument("--scales", default="1,1.5,2", help="blocks a level, as multiples of the oracle's")
     parser.add_argument("--dense-model", default=None, help="dense ONNX model (default: the shipped one)")
     parser.add_argument("--hsp-model", default=None, help="hierarchical model (default: an untrained one made here)")
+    parser.add_argument("--hsp-channels", type=int, default=None, help="the untrained model's hsp_channels (default: the config's)")
+    parser.add_argument("--hsp-spatial", type=int, default=None, help="the untrained model's hsp_spatial (default: the config's)")
+    parser.add_argument("--no-mirror", action="store_true", help="the hierarchical model without the mirrored crop's pass")
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="real-faces folder ('' = procedural backgrounds only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/hsp_cpu_oracle.json")
@@ -129,28 +140,36 @@ def main(argv=None):
     scales = [float(s) for s in args.scales.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        hsp_path = Path(args.hsp_model) if args.hsp_model else untrained_model(folder, dense_path)
+        changes = {k: v for k, v in (("hsp_channels", args.hsp_channels), ("hsp_spatial", args.hsp_spatial)) if v is not None}
+        hsp_path = Path(args.hsp_model) if args.hsp_model else untrained_model(folder, dense_path, **changes)
         hsp_path, info = model_files(hsp_path)
         grids, size = info["hierarchy"]["grids"], int(info["input_size"])
         truth = oracle_blocks(batch.depth, batch.mask, grids, size)
+        head = {"channels": info["hierarchy"].get("channels"), "feature_layout": info["hierarchy"].get("feature_layout")}
+        hsp = {}
         np.save(folder / "crops.npy", crops)
-        result = {"dense": with_shares(timing(str(dense_path), folder / "crops.npy", args.threads)), "hsp": {}}
+        dense = [timing(str(dense_path), folder / "crops.npy", args.threads)]  # before and after the others: the machine's drift
         for scale in scales:
             blocks = folder / f"blocks{scale}.npz"
             np.savez(blocks, **{f"face{i}_level{level}": origins for i, face in enumerate(truth)
                                 for level, origins in enumerate(widen(face, grids, scale), start=1)})
-            result["hsp"][f"{scale:g}x"] = with_shares(timing(str(hsp_path), folder / "crops.npy", args.threads, blocks))
-            print(f"{scale:g}x: {result['hsp'][f'{scale:g}x']['cpu_s_per_face']:.3f} CPU s a face", file=sys.stderr, flush=True)
+            hsp[f"{scale:g}x"] = with_shares(timing(str(hsp_path), folder / "crops.npy", args.threads, blocks, mirror=not args.no_mirror))
+            print(f"{scale:g}x: {hsp[f'{scale:g}x']['cpu_s_per_face']:.3f} CPU s a face", file=sys.stderr, flush=True)
+        dense.append(timing(str(dense_path), folder / "crops.npy", args.threads))
+        dense_no_mirror = timing(str(dense_path), folder / "crops.npy", args.threads, mirror=False)
+    dense_mean = {key: float(np.mean([run[key] for run in dense])) for key in ("wall_s_per_face", "cpu_s_per_face", "peak_rss_mb")}
+    dense_mean["parts"] = {part: float(np.mean([run["parts"][part] for run in dense])) for part in dense[0]["parts"]}
     result = {
         "benchmark": "hsp_cpu",
         "settings": {"faces": args.faces, "seed": SEED_BASE, "threads": args.threads, "scales": scales,
                      "dense_model": dense_path.name, "hsp_model": args.hsp_model or "hsp-hg2-w192, untrained head (made by the bench)",
-                     "hsp_grids": grids, "blocks": "the oracle's (visible surface), widened by each scale",
+                     "hsp_head": head, "hsp_mirror": not args.no_mirror, "hsp_grids": grids,
+                     "blocks": "the oracle's (visible surface), widened by each scale",
                      "oracle_blocks_per_face": np.mean([[len(level) for level in face] for face in truth[1:]], axis=0).tolist(),
                      "cpu": platform.processor() or platform.machine(),
                      "versions": {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}},
         "metrics": "CPU (process) seconds a face over --faces crops after a warm-up, each part's share; see bench/hsp_cpu.py",
-        **result,
+        "dense": with_shares(dense_mean), "dense_runs": dense, "dense_no_mirror": with_shares(dense_no_mirror), "hsp": hsp,
     }
     result["settings"]["wall_time_s"] = round(time.time() - start, 1)
     out = Path(args.out)

@@ -1,18 +1,20 @@
 """One model's CPU time and peak memory a face, in a process of its own (bench/hsp.py, bench/hsp_cpu.py):
 
-    python -m bench.hsp_timing MODEL CROPS.npy THREADS [BLOCKS.npz]     # prints one JSON line
+    python -m bench.hsp_timing MODEL CROPS.npy THREADS [--blocks BLOCKS.npz] [--no-mirror]   # prints one JSON line
 
 The network and the surface (front depth, `facevox.mesh.surface_from_depth`) on each crop after the
 first (a warm-up); wall and CPU seconds a face, the CPU seconds a face of each part (`parts`: each
 onnxruntime graph's runs, the numpy around them in the network stage, the surface with its front
 depth) and the process's
 peak resident memory. BLOCKS.npz: for a hierarchical model, the blocks to refine on each crop instead of
-the head's choice (arrays `face{i}_level{l}`, origins (m, 3); `HierarchicalModel.refine`). Imports only
-the runtime (no torch), so the memory is the product's.
+the head's choice (arrays `face{i}_level{l}`, origins (m, 3); `HierarchicalModel.refine`). --no-mirror:
+without the mirrored crop's pass (the product's `Settings(mirror=False)`). Imports only the runtime (no
+torch), so the memory is the product's.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import sys
@@ -73,9 +75,17 @@ def blocks_of(path: str | None, faces: int, levels: int):
     return [[data[f"face{i}_level{level}"] for level in range(1, levels + 1)] for i in range(faces)]
 
 
-def main(model: str, crops_path: str, threads: str, blocks_path: str | None = None) -> None:
-    crops = np.load(crops_path)
-    network = load_network(model, threads=int(threads))
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("crops")
+    parser.add_argument("threads", type=int)
+    parser.add_argument("--blocks", default=None)
+    parser.add_argument("--no-mirror", action="store_true")
+    args = parser.parse_args(argv)
+    blocks_path = args.blocks
+    crops = np.load(args.crops)
+    network = load_network(args.model, threads=args.threads, mirror=not args.no_mirror)
     clocks, front_depth = instrument(network)
     forced = blocks_of(blocks_path, len(crops), len(clocks) - 1)
     seconds = {"network_call": 0.0, "surface": 0.0}
@@ -112,4 +122,4 @@ def main(model: str, crops_path: str, threads: str, blocks_path: str | None = No
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

@@ -215,4 +215,5 @@ def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
     assert result["hsp"]["2x"]["blocks"] == [2 * count for count in oracle]
     parts = result["hsp"]["1x"]["parts"]
     assert set(parts) == {"trunk", "level1", "level2", "level3", "numpy", "surface"} and min(parts.values()) > 0
-    assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and result["dense"]["cpu_s_per_face"] > 0
+    assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and len(result["dense_runs"]) == 2
+    assert result["dense"]["cpu_s_per_face"] > 0 and result["dense_no_mirror"]["cpu_s_per_face"] > 0
