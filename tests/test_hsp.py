@@ -203,12 +203,12 @@ def test_a_perfect_head_gives_back_the_surface(batch):
 
 
 def test_children_apart_give_the_same_numbers():
-    """The export's pointwise heads (hsp_net.forward_apart) against training's LevelHead.forward."""
+    """The export's heads (hsp_net.forward_apart) against training's LevelHead.forward."""
     from facevox.hsp_net import CROP, SPAN, cut_windows, forward_apart, to_children, to_space
 
     x = torch.randn(2, 3, 6, 8, 4)
     assert torch.equal(to_space(to_children(x, 3, 4, 2), 3, 4, 2), x)
-    heads = tiny_net().levels[1:] + tiny_net(hsp_spatial=0).levels[:1]  # pointwise: levels 2 and 3, and 1 where it is
+    heads = [*tiny_net().levels, tiny_net(hsp_spatial=0).levels[0]]  # level 1 with its 3×3×3 convolution and without
     for head in heads:
         prior = CROP if head.prior_from_parent else SPAN
         with torch.no_grad():

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.hsp_net import (BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, cut_windows, forward_apart,
-                             grid_sizes, octant_max, windows)
+from facevox.hsp_net import (BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, cut_windows,
+                             forward_apart, grid_sizes, octant_max, windows)
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -58,27 +58,22 @@ class ExportedTrunk(torch.nn.Module):
 
 
 class ExportedLevel(torch.nn.Module):
-    """One level's block head: parent crops in (a pointwise head's cut to hsp_net.windows); the block's
-    features and occupancy logits over SPAN³ (its children's context), the octant scores of its core and,
-    for meshes, the occupancy probability of its core with the voxel in front of it in depth
-    ((n, 17, 16, 16)); the last level: that alone."""
+    """One level's block head: parent crops in (cut to hsp_net.windows); the block's features and
+    occupancy logits over SPAN³ (its children's context), the octant scores of its core and, for meshes,
+    the occupancy probability of its core with the voxel in front of it in depth ((n, 17, 16, 16)); the
+    last level: that alone."""
 
     def __init__(self, net: HSPNet, level: int):
         super().__init__()
         self.net, self.level = net, level
 
     def forward(self, features, prior, image):
-        head = self.net.levels[self.level - 1]
         core = slice(HALO, HALO + BLOCK)
-        if head.mix is None:  # pointwise: its inputs' windows alone, the children apart (features out in that layout)
-            out, occupancy, boundary = forward_apart(head, features, prior, image)
-            if boundary is not None:
-                boundary = boundary[:, core, core, core]
-        else:
-            out, occupancy, classes = head(features, prior, image)
-            boundary = None if classes is None else boundary_probability(classes[:, :, core, core, core])
+        # its inputs' windows alone, the children apart (features out in that layout)
+        out, occupancy, boundary = forward_apart(self.net.levels[self.level - 1], features, prior, image)
         if boundary is None:  # the last level's outputs are already its core and the voxel in front
             return torch.sigmoid(occupancy[:, 0])
+        boundary = boundary[:, core, core, core]
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
         return out, occupancy, octant_max(boundary), probability
 
@@ -89,7 +84,7 @@ def level_inputs(net: HSPNet, level: int, count: int) -> dict[str, torch.Tensor]
     prior = CROP if head.prior_from_parent else SPAN
     inputs = {"parent_features": torch.rand(count, channels, CROP, CROP, CROP), "prior": torch.randn(count, 1, prior, prior, prior),
               "image": torch.rand(count, channels, SPAN, SPAN)}
-    return inputs if head.mix is not None else dict(zip(inputs, cut_windows(head, *inputs.values())))
+    return dict(zip(inputs, cut_windows(head, *inputs.values())))
 
 
 def level_files(path: Path, levels: int) -> list[str]:
@@ -117,12 +112,12 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                           do_constant_folding=False)  # weights combined in the graph keep their own (onnxruntime folds them)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
-                 # each level graph's features: in space, or each voxel's 8 children apart (hsp_net.to_children)
-                 "feature_layout": ["space" if head.mix is not None else "children" for head in net.levels],
+                 # each level graph's features: each voxel's 8 children apart (hsp_net.to_children), not in space
+                 "feature_layout": ["children"] * len(net.levels),
                  # where each level graph's inputs lie in the crops cut for it (parent features and prior CROP³
-                 # at the octant's crop corner, image SPAN² at the block's): null for all of them
+                 # at the octant's crop corner, image SPAN² at the block's)
                  "windows": [{name: [list(offset), list(size)] for name, (offset, size) in windows(head).items()}
-                             if head.mix is None else None for head in net.levels]}
+                             for head in net.levels]}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,
             "hsp_channels": c.hsp_channels}
 

@@ -18,7 +18,8 @@ level 2 is the dense model's grid (less its last 8 depths) and level 3 halves it
   Image features at the block's (y, x), from the trunk, are added along its depth.
 * Inner levels predict free / boundary / occupied; the last predicts occupancy alone, and only on its
   core (plus the voxel in front of it, for the surface's interpolation): nothing reads its halo. Only
-  level 1's blocks have a 3×3×3 convolution (`hsp_spatial`); finer ones are pointwise, for CPU time.
+  level 1's blocks have a 3×3×3 convolution (`hsp_spatial`), on their parent's features before the
+  up-convolution; finer ones are pointwise, for CPU time.
 
 All blocks of a level run as one batch. `facevox.hierarchy` runs the exported graphs with numpy between
 levels; training (training/hsp.py) expands the octants that hold true boundary.
@@ -119,8 +120,9 @@ class Candidates:
 
 
 class LevelHead(nn.Module):
-    """One level's block network, shared by all its blocks. spatial: a 3×3×3 convolution after the
-    up-convolution (else pointwise only: the finer levels' many blocks); prior_from_parent: the prior
+    """One level's block network, shared by all its blocks. spatial: a 3×3×3 convolution of the parent's
+    features before the up-convolution (on the parent's grid: an eighth of the voxels; else pointwise
+    only: the finer levels' many blocks); prior_from_parent: the prior
     comes as the parent's occupancy logits (CROP³), to be upsampled, else at this level (SPAN³); final:
     the last level, which predicts occupancy alone and only on its core and the voxel in front of it.
 
@@ -132,7 +134,7 @@ class LevelHead(nn.Module):
         super().__init__()
         self.channels = channels
         self.up = nn.Conv3d(channels, 8 * channels, 1)
-        self.mix = nn.Conv3d(channels, channels, 3, padding=1) if spatial else None
+        self.mix = nn.Conv3d(channels, channels, 3) if spatial else None  # unpadded: the crop's context is its padding
         self.prior_in = nn.Conv3d(1, channels, 1)
         self.pointwise = nn.Conv3d(channels, channels, 1)
         self.occupancy = nn.Conv3d(channels, 1, 1)
@@ -153,13 +155,12 @@ class LevelHead(nn.Module):
         (n, 3, 20³); the last level: features and occupancy over 17 × 16 × 16, no classes."""
         if self.prior_from_parent:  # (n, 1, 24³): this level's voxels from 4 before the core to 4 after it
             prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
+        inner = self.mix(features) if self.mix is not None else features[:, :, 1:-1, 1:-1, 1:-1]  # (n, C, 10³)
         if self.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
-            x = self.upsample(features[:, :, 1:-2, 2:-2, 2:-2])
+            x = self.upsample(inner[:, :, :-1, 1:-1, 1:-1])
             prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
         else:
-            x = self.upsample(features[:, :, 1:-1, 1:-1, 1:-1])  # SPAN³ around the core
-            if self.mix is not None:
-                x = self.mix(x)
+            x = self.upsample(inner)  # SPAN³ around the core
         x = F.relu(x + self.prior_in(prior) + image[:, :, None])
         x = F.relu(self.pointwise(x))
         occupancy = prior + self.occupancy(x).float()
@@ -180,9 +181,9 @@ def to_space(x: torch.Tensor, a: int, b: int, c: int) -> torch.Tensor:
 
 
 def windows(head: LevelHead) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Where a pointwise head's export (`forward_apart`) reads its inputs, as (offset, size) per axis
-    within what `LevelHead.forward` takes (the parent's CROP³ features and prior, the SPAN² image): only
-    what it uses, so that the runtime cuts no more than that and the graph has no slices."""
+    """Where a head's export (`forward_apart`) reads its inputs, as (offset, size) per axis within what
+    `LevelHead.forward` takes (the parent's CROP³ features and prior, the SPAN² image): only what it
+    uses, so that the runtime cuts no more than that and the graph has no slices."""
     if head.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
         features = ((1, CONTEXT, CONTEXT), (OCTANT + 1, OCTANT, OCTANT))
         image = ((HALO, HALO), (BLOCK, BLOCK))
@@ -194,6 +195,8 @@ def windows(head: LevelHead) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]
         prior = ((k - 1, y - 1, x - 1), (a + 2, b + 2, c + 2))
     else:  # at this level, on the children of the features' parent voxels
         prior = ((2 * k - 2, 2 * y - 2, 2 * x - 2), (2 * a, 2 * b, 2 * c))
+    if head.mix is not None:  # its unpadded 3×3×3 convolution reads one more parent voxel each side
+        features = ((k - 1, y - 1, x - 1), (a + 2, b + 2, c + 2))
     return {"parent_features": features, "prior": prior, "image": image}
 
 
@@ -218,14 +221,16 @@ def upsample_children(prior: torch.Tensor) -> torch.Tensor:
 
 
 def forward_apart(head: LevelHead, features, prior, image):
-    """`LevelHead.forward` of a pointwise head (no 3×3×3 convolution) on its inputs cut to `windows(head)`,
-    computed with each parent voxel's 8 children kept apart (`to_children`'s layout) instead of shuffled
+    """`LevelHead.forward` on its inputs cut to `windows(head)`, computed with each parent voxel's 8
+    children kept apart (`to_children`'s layout) instead of shuffled
     into space: the same numbers without moving C channels through the depth-to-space shuffle (only the
     1-channel occupancy and boundary probability move; a parent's prior is upsampled straight into that
     layout). Returns the features in that layout, the occupancy logits in space, and instead of class
     logits the boundary probability (n, 20, 20, 20) in space (None at the last level). For export
     (onnxruntime); training uses `forward`."""
     channels = head.channels
+    if head.mix is not None:
+        features = head.mix(features)
     a, b, c = features.shape[-3:]
     prior = upsample_children(prior) if head.prior_from_parent else to_children(prior, a, b, c)
     image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4).reshape(-1, channels, 1, 4, 1, b * c)  # (n, C, 1, py·px, 1, b·c)
