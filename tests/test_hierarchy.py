@@ -217,3 +217,22 @@ def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
     assert set(parts) == {"trunk", "level1", "level2", "level3", "numpy", "surface"} and min(parts.values()) > 0
     assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and len(result["dense_runs"]) == 2
     assert result["dense"]["cpu_s_per_face"] > 0 and result["dense_no_mirror"]["cpu_s_per_face"] > 0
+
+
+def test_crops_are_the_slices_they_stand_for():
+    from facevox.hierarchy import crop2d, crop3d, crop3d_children
+
+    torch = pytest.importorskip("torch", reason="the children's layout comes from facevox.hsp_net (torch)")
+    from facevox.hsp_net import to_children
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((3, 4, 20, 20, 20)).astype(np.float32)
+    maps = rng.random((3, 4, 30, 30)).astype(np.float32)
+    which = rng.integers(0, 3, 40)
+    apart = to_children(torch.from_numpy(volume), 10, 10, 10).numpy()
+    for start in (rng.integers(0, 9, (40, 3)), 8 * rng.integers(0, 2, (40, 3)) + 1):  # mixed parities, then one
+        expected = np.stack([volume[w, :, k : k + 9, y : y + 8, x : x + 7] for w, (k, y, x) in zip(which, start)])
+        assert np.array_equal(crop3d(volume, which, start, (9, 8, 7)), expected)
+        assert np.array_equal(crop3d_children(apart, which, start, (9, 8, 7)), expected)
+    start = rng.integers(0, 10, (40, 2))
+    assert np.array_equal(crop2d(maps, which, start, (16, 12)), np.stack([maps[w, :, y : y + 16, x : x + 12] for w, (y, x) in zip(which, start)]))

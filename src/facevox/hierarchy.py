@@ -52,15 +52,18 @@ def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, si
     sb, sc, sd, sh, sw = np.array(volume.strides) // volume.itemsize
     a = volume.shape[-1]
     sizes = np.broadcast_to(size, 3)
-    out = np.empty((len(which), volume.shape[1], *sizes), volume.dtype)
     parity = start % 2
-    for p in np.unique(parity, axis=0):
-        mine = (parity == p).all(1)
+    groups = np.unique(parity, axis=0)
+    out = None if len(groups) == 1 else np.empty((len(which), volume.shape[1], *sizes), volume.dtype)
+    for p in groups:
+        mine = (parity == p).all(1) if out is not None else slice(None)
         k, y, x = (p[axis] + np.arange(n) for axis, n in enumerate(sizes))  # voxels from the even one below the start
         plane = 4 * (k % 2)[:, None, None] + 2 * (y % 2)[None, :, None] + (x % 2)[None, None, :]
         pattern = np.arange(volume.shape[1])[:, None, None, None] * sc + (plane * a + (k // 2)[:, None, None]) * sd \
             + (y // 2)[None, :, None] * sh + (x // 2)[None, None, :] * sw
         corner = which[mine] * sb + (start[mine] // 2) @ np.array([sd, sh, sw])
+        if out is None:  # one group (the runtime's crops): no copy
+            return gather(volume, corner, pattern)
         out[mine] = gather(volume, corner, pattern)
     return out
 
