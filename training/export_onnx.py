@@ -73,7 +73,6 @@ class ExportedLevel(torch.nn.Module):
         out, occupancy, boundary = forward_apart(self.net.levels[self.level - 1], features, prior, image)
         if boundary is None:  # the last level's outputs are already its core and the voxel in front
             return torch.sigmoid(occupancy[:, 0])
-        boundary = boundary[:, core, core, core]
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
         return out, occupancy, octant_max(boundary), probability
 

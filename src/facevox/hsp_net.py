@@ -226,8 +226,8 @@ def forward_apart(head: LevelHead, features, prior, image):
     into space: the same numbers without moving C channels through the depth-to-space shuffle (only the
     1-channel occupancy and boundary probability move; a parent's prior is upsampled straight into that
     layout). Returns the features in that layout, the occupancy logits in space, and instead of class
-    logits the boundary probability (n, 20, 20, 20) in space (None at the last level). For export
-    (onnxruntime); training uses `forward`."""
+    logits the boundary probability of the core (n, 16, 16, 16) in space (None at the last level): what
+    the octant scores need. For export (onnxruntime); training uses `forward`."""
     channels = head.channels
     if head.mix is not None:
         features = head.mix(features)
@@ -245,7 +245,9 @@ def forward_apart(head: LevelHead, features, prior, image):
     occupancy = to_space(prior + head.occupancy(x).float(), a, b, c)
     if head.classes is None:  # its core and the voxel in front of it
         return x, occupancy[:, :, 1:], None
-    return x, occupancy, to_space(boundary_probability(head.classes(x))[:, None], a, b, c)[:, 0]
+    h = HALO // 2  # parent voxels of halo on each side
+    classes = head.classes(x).reshape(-1, 3, 8, a, b, c)[:, :, :, h:-h, h:-h, h:-h].reshape(-1, 3, 8 * (a - 2 * h), b - 2 * h, c - 2 * h)
+    return x, occupancy, to_space(boundary_probability(classes)[:, None], a - 2 * h, b - 2 * h, c - 2 * h)[:, 0]
 
 
 def boundary_probability(classes: torch.Tensor) -> torch.Tensor:
