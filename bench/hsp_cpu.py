@@ -145,7 +145,7 @@ def main(argv=None):
         hsp_path, info = model_files(hsp_path)
         grids, size = info["hierarchy"]["grids"], int(info["input_size"])
         truth = oracle_blocks(batch.depth, batch.mask, grids, size)
-        head = {"channels": info["hierarchy"].get("channels"), "feature_layout": info["hierarchy"].get("feature_layout")}
+        head = {"channels": info["hierarchy"]["channels"], "windows": info["hierarchy"]["windows"]}
         hsp = {}
         np.save(folder / "crops.npy", crops)
         dense = [timing(str(dense_path), folder / "crops.npy", args.threads)]  # before and after the others: the machine's drift

@@ -83,6 +83,9 @@ def tiny_model(tmp_path_factory, surrey):
 
     torch.manual_seed(0)
     net = build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4, input_size=SIZE, volume_depth=SIZE)).eval()
+    with torch.no_grad():  # a fresh head's occupancy is its prior alone: make it read the features and the image too
+        for head in net.levels:
+            head.occupancy.weight.normal_(0, 0.05)
     path = tmp_path_factory.mktemp("hsp") / "tiny-hsp.onnx"
     export(net, path, {"name": "tiny-hsp", "training_steps": 0})
     return net, path

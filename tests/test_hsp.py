@@ -214,7 +214,7 @@ def test_children_apart_give_the_same_numbers():
         with torch.no_grad():
             for p in head.parameters():
                 p.normal_(0, 0.3)
-            inputs = torch.randn(3, 4, CROP, CROP, CROP), torch.randn(3, 1, prior, prior, prior), torch.randn(3, 4, SPAN, SPAN)
+            inputs = torch.randn(3, 4, CROP, CROP, CROP), torch.randn(3, 1, prior, prior, prior), torch.randn(3, 4, CROP, CROP)
             features, occupancy, classes = head(*inputs)
             apart, occupancy_apart, boundary = forward_apart(head, *cut_windows(head, *inputs))
         assert torch.allclose(occupancy, occupancy_apart, atol=1e-5)

@@ -40,8 +40,8 @@ class Exported(torch.nn.Module):
 class ExportedTrunk(torch.nn.Module):
     """An HSP net's first graph: the landmark maps, level 0's octant scores (highest boundary
     probability of each 8³ octant) and what level 1's blocks read, padded as the blocks read them
-    (facevox.hierarchy): level 0's features by CONTEXT, the prior logits and each level's image
-    features by HALO."""
+    (facevox.hierarchy): level 0's features and each level's image features (on its parent's grid) by
+    CONTEXT, the prior logits by HALO."""
 
     def __init__(self, net: HSPNet):
         super().__init__()
@@ -54,7 +54,7 @@ class ExportedTrunk(torch.nn.Module):
         scores = octant_max(boundary_probability(coarse.classes))
         features = F.pad(coarse.features, (CONTEXT,) * 6)
         prior = F.pad(coarse.prior, (HALO,) * 6, mode="replicate")
-        return heatmaps, landmark_depth, scores, features, prior, *(F.pad(m, (HALO,) * 4) for m in coarse.images)
+        return heatmaps, landmark_depth, scores, features, prior, *(F.pad(m, (CONTEXT,) * 4) for m in coarse.images)
 
 
 class ExportedLevel(torch.nn.Module):
@@ -82,7 +82,7 @@ def level_inputs(net: HSPNet, level: int, count: int) -> dict[str, torch.Tensor]
     head, channels = net.levels[level - 1], net.config.hsp_channels
     prior = CROP if head.prior_from_parent else SPAN
     inputs = {"parent_features": torch.rand(count, channels, CROP, CROP, CROP), "prior": torch.randn(count, 1, prior, prior, prior),
-              "image": torch.rand(count, channels, SPAN, SPAN)}
+              "image": torch.rand(count, channels, CROP, CROP)}
     return dict(zip(inputs, cut_windows(head, *inputs.values())))
 
 
@@ -111,10 +111,8 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                           do_constant_folding=False)  # weights combined in the graph keep their own (onnxruntime folds them)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
-                 # each level graph's features: each voxel's 8 children apart (hsp_net.to_children), not in space
-                 "feature_layout": ["children"] * len(net.levels),
                  # where each level graph's inputs lie in the crops cut for it (parent features and prior CROP³
-                 # at the octant's crop corner, image SPAN² at the block's)
+                 # at the octant's crop corner, image CROP² at the same corner on the parent's lateral grid)
                  "windows": [{name: [list(offset), list(size)] for name, (offset, size) in windows(head).items()}
                              for head in net.levels]}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,

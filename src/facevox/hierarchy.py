@@ -237,8 +237,7 @@ class HierarchicalModel:
         self.grids, self.max_blocks = spec["grids"], spec["max_blocks"]
         self.block, self.octant, self.context, self.halo = spec["block"], spec["octant"], spec["context"], spec["halo"]
         self.threshold = spec["threshold"] if threshold is None else threshold
-        self.layouts = spec.get("feature_layout", ["space"] * len(self.levels))
-        self.windows = spec.get("windows", [None] * len(self.levels))
+        self.windows = spec["windows"]
         self.input_size = int(self.info["input_size"])
         self.mirror, self.chunk = mirror, chunk
 
@@ -308,7 +307,6 @@ class HierarchicalModel:
         g1 = self.grids[1]
         trees = [Hierarchy(self.input_size, self.grids, sigmoid(prior[i, 0, halo : halo + g1, halo : halo + g1, halo : halo + g1]))
                  for i in range(n)]
-        crop, span = self.octant + 2 * self.context, self.block + 2 * halo
         parent = None
         for level, session in enumerate(self.levels, start=1):
             if level == 1:
@@ -320,7 +318,7 @@ class HierarchicalModel:
                 sample, *octant = np.unravel_index(chosen, scores.shape)
                 octant = np.stack(octant, 1)
                 origin = self.block * octant
-                corners = {"parent_features": self.octant * octant, "prior": origin, "image": origin[:, 1:]}
+                corners = {"parent_features": self.octant * octant, "prior": origin}
                 sources = {"parent_features": (crop3d, features, sample), "prior": (crop3d, prior, sample)}
             else:
                 if blocks is None:
@@ -333,15 +331,13 @@ class HierarchicalModel:
                 sub = np.stack(sub, 1)
                 sample = parent["sample"][source]
                 origin = 2 * (parent["origin"][source] + self.octant * sub)
-                cut = crop3d if self.layouts[level - 2] == "space" else crop3d_children
-                corners = {"parent_features": self.octant * sub, "prior": self.octant * sub, "image": origin[:, 1:]}
-                sources = {"parent_features": (cut, parent["features"], source), "prior": (crop3d, parent["occupancy"], source)}
-            sources["image"] = (crop2d, images[level - 1], sample)
-            sizes = {"parent_features": crop, "prior": crop if level > 1 else span, "image": span}
-            window = self.windows[level - 1] or {}
+                corners = {"parent_features": self.octant * sub, "prior": self.octant * sub}
+                sources = {"parent_features": (crop3d_children, parent["features"], source), "prior": (crop3d, parent["occupancy"], source)}
+            sources["image"] = (crop2d, images[level - 1], sample)  # on the parent's lateral grid, padded as its features
+            corners["image"] = origin[:, 1:] // 2
             inputs = {}
-            for name, (cutter, values, which) in sources.items():  # each input's window of its crop (all of it by default)
-                offset, size = window.get(name, (0, sizes[name]))
+            for name, (cutter, values, which) in sources.items():  # each input's window of its crop
+                offset, size = self.windows[level - 1][name]
                 inputs[name] = cutter(values, which, corners[name] + np.asarray(offset), size)
             outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))
             bounds = np.searchsorted(sample, np.arange(n + 1))  # blocks come face by face: each face's are views
