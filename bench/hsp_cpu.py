@@ -16,9 +16,9 @@ its hierarchical head fresh (seed 0): the graphs and their cost are a trained mo
 them are not. Faces: `bench.accuracy_synthetic`'s held-out renders. Each model in its own process
 (`bench.hsp_timing`), on the same crops, with the same threads, the first crop a warm-up: CPU seconds a
 face in all and by part (the trunk graph, each level's graph, the numpy between them, the surface with
-its front depth), wall seconds, peak memory. The dense model runs before and after the hierarchical one
-(`dense_runs`; `dense` is their mean: the machine's load drifts), and once without its mirror pass
-(`dense_no_mirror`); `--no-mirror` runs the hierarchical model without it.
+its front depth), wall seconds, peak memory. The models run in turn, `--rounds` times (the machine's load
+drifts): each figure is the median of its runs (`cpu_s_per_face_runs` lists them). The dense model also
+runs without its mirror pass (`dense_no_mirror`); `--no-mirror` runs the hierarchical model without it.
 """
 
 from __future__ import annotations
@@ -102,10 +102,14 @@ def timing(model: str, crops: Path, threads: int, blocks: Path | None = None, mi
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def with_shares(row: dict) -> dict:
-    """A timing row with each part's share of the CPU time a face."""
+def median(runs: list[dict]) -> dict:
+    """Timing rows of repeated runs → one: the median of each figure and part, and each part's share of the
+    CPU time a face."""
+    row = {key: float(np.median([run[key] for run in runs])) for key in ("wall_s_per_face", "cpu_s_per_face", "peak_rss_mb")}
+    row["parts"] = {part: float(np.median([run["parts"][part] for run in runs])) for part in runs[0]["parts"]}
     row["shares"] = {name: seconds / row["cpu_s_per_face"] for name, seconds in row["parts"].items()}
-    return row
+    row["cpu_s_per_face_runs"] = [run["cpu_s_per_face"] for run in runs]
+    return {**{k: v for k, v in runs[0].items() if k not in row}, **row}
 
 
 def main(argv=None):
@@ -119,6 +123,7 @@ def main(argv=None):
     parser.add_argument("--no-mirror", action="store_true", help="the hierarchical model without the mirrored crop's pass")
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="real-faces folder ('' = procedural backgrounds only)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each model, in turn (medians reported)")
     parser.add_argument("--out", default="bench/results/hsp_cpu_oracle.json")
     args = parser.parse_args(argv)
 
@@ -148,28 +153,30 @@ def main(argv=None):
         head = {"channels": info["hierarchy"]["channels"], "windows": info["hierarchy"]["windows"]}
         hsp = {}
         np.save(folder / "crops.npy", crops)
-        dense = [timing(str(dense_path), folder / "crops.npy", args.threads)]  # before and after the others: the machine's drift
         for scale in scales:
-            blocks = folder / f"blocks{scale}.npz"
-            np.savez(blocks, **{f"face{i}_level{level}": origins for i, face in enumerate(truth)
-                                for level, origins in enumerate(widen(face, grids, scale), start=1)})
-            hsp[f"{scale:g}x"] = with_shares(timing(str(hsp_path), folder / "crops.npy", args.threads, blocks, mirror=not args.no_mirror))
-            print(f"{scale:g}x: {hsp[f'{scale:g}x']['cpu_s_per_face']:.3f} CPU s a face", file=sys.stderr, flush=True)
-        dense.append(timing(str(dense_path), folder / "crops.npy", args.threads))
-        dense_no_mirror = timing(str(dense_path), folder / "crops.npy", args.threads, mirror=False)
-    dense_mean = {key: float(np.mean([run[key] for run in dense])) for key in ("wall_s_per_face", "cpu_s_per_face", "peak_rss_mb")}
-    dense_mean["parts"] = {part: float(np.mean([run["parts"][part] for run in dense])) for part in dense[0]["parts"]}
+            np.savez(folder / f"blocks{scale}.npz", **{f"face{i}_level{level}": origins for i, face in enumerate(truth)
+                                                       for level, origins in enumerate(widen(face, grids, scale), start=1)})
+        runs = {"dense": [], "dense_no_mirror": [], **{f"{scale:g}x": [] for scale in scales}}
+        for _ in range(args.rounds):  # the models in turn, each round: the machine's load drifts
+            runs["dense"].append(timing(str(dense_path), folder / "crops.npy", args.threads))
+            for scale in scales:
+                runs[f"{scale:g}x"].append(timing(str(hsp_path), folder / "crops.npy", args.threads, folder / f"blocks{scale}.npz",
+                                                  mirror=not args.no_mirror))
+                print(f"{scale:g}x: {runs[f'{scale:g}x'][-1]['cpu_s_per_face']:.3f} CPU s a face", file=sys.stderr, flush=True)
+            runs["dense_no_mirror"].append(timing(str(dense_path), folder / "crops.npy", args.threads, mirror=False))
+        hsp = {f"{scale:g}x": median(runs[f"{scale:g}x"]) for scale in scales}
     result = {
         "benchmark": "hsp_cpu",
-        "settings": {"faces": args.faces, "seed": SEED_BASE, "threads": args.threads, "scales": scales,
+        "settings": {"faces": args.faces, "seed": SEED_BASE, "threads": args.threads, "scales": scales, "rounds": args.rounds,
                      "dense_model": dense_path.name, "hsp_model": args.hsp_model or "hsp-hg2-w192, untrained head (made by the bench)",
                      "hsp_head": head, "hsp_mirror": not args.no_mirror, "hsp_grids": grids,
                      "blocks": "the oracle's (visible surface), widened by each scale",
                      "oracle_blocks_per_face": np.mean([[len(level) for level in face] for face in truth[1:]], axis=0).tolist(),
                      "cpu": platform.processor() or platform.machine(),
                      "versions": {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}},
-        "metrics": "CPU (process) seconds a face over --faces crops after a warm-up, each part's share; see bench/hsp_cpu.py",
-        "dense": with_shares(dense_mean), "dense_runs": dense, "dense_no_mirror": with_shares(dense_no_mirror), "hsp": hsp,
+        "metrics": "CPU (process) seconds a face over --faces crops after a warm-up, medians over --rounds, each part's share; "
+                   "see bench/hsp_cpu.py",
+        "dense": median(runs["dense"]), "dense_no_mirror": median(runs["dense_no_mirror"]), "hsp": hsp,
     }
     result["settings"]["wall_time_s"] = round(time.time() - start, 1)
     out = Path(args.out)

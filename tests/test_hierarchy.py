@@ -210,7 +210,7 @@ def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
     path = tmp_path / "bench-hsp.onnx"
     export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
     out = tmp_path / "hsp_cpu.json"
-    hsp_cpu.main(["--faces", "1", "--scales", "1,2", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
+    hsp_cpu.main(["--faces", "1", "--scales", "1,2", "--rounds", "2", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
     result = json.loads(out.read_text())
     oracle = result["settings"]["oracle_blocks_per_face"]
     assert len(oracle) == 3 and oracle[2] > oracle[1] > oracle[0] > 0
@@ -218,7 +218,7 @@ def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
     assert result["hsp"]["2x"]["blocks"] == [2 * count for count in oracle]
     parts = result["hsp"]["1x"]["parts"]
     assert set(parts) == {"trunk", "level1", "level2", "level3", "numpy", "surface"} and min(parts.values()) > 0
-    assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and len(result["dense_runs"]) == 2
+    assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and len(result["dense"]["cpu_s_per_face_runs"]) == 2
     assert result["dense"]["cpu_s_per_face"] > 0 and result["dense_no_mirror"]["cpu_s_per_face"] > 0
 
 
