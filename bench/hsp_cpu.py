@@ -150,7 +150,7 @@ def main(argv=None):
         hsp_path, info = model_files(hsp_path)
         grids, size = info["hierarchy"]["grids"], int(info["input_size"])
         truth = oracle_blocks(batch.depth, batch.mask, grids, size)
-        head = {"channels": info["hierarchy"]["channels"], "windows": info["hierarchy"]["windows"]}
+        head = {"channels": info["hierarchy"]["channels"], "windows": info["hierarchy"].get("windows")}  # none before the windows
         hsp = {}
         np.save(folder / "crops.npy", crops)
         for scale in scales:
