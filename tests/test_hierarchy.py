@@ -83,6 +83,9 @@ def tiny_model(tmp_path_factory, surrey):
 
     torch.manual_seed(0)
     net = build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4, input_size=SIZE, volume_depth=SIZE)).eval()
+    with torch.no_grad():  # a fresh head's occupancy is its prior alone: make it read the features and the image too
+        for head in net.levels:
+            head.occupancy.weight.normal_(0, 0.05)
     path = tmp_path_factory.mktemp("hsp") / "tiny-hsp.onnx"
     export(net, path, {"name": "tiny-hsp", "training_steps": 0})
     return net, path
@@ -160,3 +163,79 @@ def test_bench_compares_the_two_models(tmp_path, surrey):
     assert not any(result["cpu"][m]["torch_loaded"] for m in ("dense", "hsp"))  # the runtime's memory alone
     floors = result["results"]
     assert floors["truth_floor"]["dense_error"] < floors["hsp_floor"]["dense_error_fine"] + 0.001 < dense["dense_error"]
+
+
+def test_forced_blocks_take_the_place_of_the_heads_choice(tiny_model):
+    _, path = tiny_model
+    crops = (np.random.default_rng(1).random((1, SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    every = HierarchicalModel(path, mirror=False, threshold=-1.0)(crops)[0].hierarchy  # all octants refined
+    level1 = every.levels[0].origin[[1, 6]]
+    children = 2 * (level1[:, None] + 8 * np.array([[0, 0, 0], [1, 0, 1]])).reshape(-1, 3)
+    orphan = 2 * (every.levels[0].origin[0] + 8)  # a child of a block left unrefined: left out
+    level2 = np.concatenate([children[:3], orphan[None]])
+    level3 = 2 * (level2[:2] + np.array([[0, 8, 0], [8, 8, 8]]))
+    forced = HierarchicalModel(path, mirror=False)(crops, blocks=[[level1, level2, level3]])[0].hierarchy
+    for number, (got, wanted) in enumerate(zip(forced.levels, [level1, level2[:3], level3])):
+        assert np.array_equal(np.sort(got.origin, 0), np.sort(wanted, 0))
+        same = [np.flatnonzero((every.levels[number].origin == o).all(1))[0] for o in got.origin]
+        assert np.array_equal(got.probability, every.levels[number].probability[same])  # the same code path's numbers
+
+
+def test_widened_blocks_keep_the_true_ones_and_stay_under_refined_parents():
+    pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
+    from bench.hsp_cpu import widen
+
+    truth = [np.array([[16, 16, 0]]), np.array([[32, 32, 0], [48, 32, 16]]), np.array([[64, 64, 0], [96, 64, 32]])]
+    assert all(np.array_equal(a, b) for a, b in zip(widen(truth, GRIDS, 1.0), truth))
+    wide = widen(truth, GRIDS, 2.0)
+    assert [len(level) for level in wide] == [2, 4, 4]
+    for level, (chosen, true) in enumerate(zip(wide, truth)):
+        assert {tuple(o) for o in true} <= {tuple(o) for o in chosen}
+        if level:
+            parents = {tuple(p) for p in wide[level - 1]}
+            assert all(tuple(o // 2 // 16 * 16) in parents for o in chosen)  # a child of a refined block
+    assert wide[0][1].tolist() == [0, 0, 0]  # the nearest others first (all 7 at one block's distance: raster order)
+
+
+def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
+    """bench/hsp_cpu.py end to end on two renders, with an untrained hierarchical model for 192-pixel crops."""
+    torch = pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
+    import json
+
+    from bench import hsp_cpu
+    from facevox.net import NetConfig, build
+    from training.export_onnx import export
+
+    torch.manual_seed(0)
+    path = tmp_path / "bench-hsp.onnx"
+    export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
+    out = tmp_path / "hsp_cpu.json"
+    hsp_cpu.main(["--faces", "1", "--scales", "1,2", "--rounds", "2", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
+    result = json.loads(out.read_text())
+    oracle = result["settings"]["oracle_blocks_per_face"]
+    assert len(oracle) == 3 and oracle[2] > oracle[1] > oracle[0] > 0
+    assert result["hsp"]["1x"]["blocks"] == oracle  # the runtime refined exactly the oracle's blocks
+    assert result["hsp"]["2x"]["blocks"] == [2 * count for count in oracle]
+    parts = result["hsp"]["1x"]["parts"]
+    assert set(parts) == {"trunk", "level1", "level2", "level3", "numpy", "surface"} and min(parts.values()) > 0
+    assert set(result["dense"]["parts"]) == {"network", "numpy", "surface"} and len(result["dense"]["cpu_s_per_face_runs"]) == 2
+    assert result["dense"]["cpu_s_per_face"] > 0 and result["dense_no_mirror"]["cpu_s_per_face"] > 0
+
+
+def test_crops_are_the_slices_they_stand_for():
+    from facevox.hierarchy import crop2d, crop3d, crop3d_children
+
+    torch = pytest.importorskip("torch", reason="the children's layout comes from facevox.hsp_net (torch)")
+    from facevox.hsp_net import to_children
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((3, 4, 20, 20, 20)).astype(np.float32)
+    maps = rng.random((3, 4, 30, 30)).astype(np.float32)
+    which = rng.integers(0, 3, 40)
+    apart = to_children(torch.from_numpy(volume), 10, 10, 10).numpy()
+    for start in (rng.integers(0, 9, (40, 3)), 8 * rng.integers(0, 2, (40, 3)) + 1):  # mixed parities, then one
+        expected = np.stack([volume[w, :, k : k + 9, y : y + 8, x : x + 7] for w, (k, y, x) in zip(which, start)])
+        assert np.array_equal(crop3d(volume, which, start, (9, 8, 7)), expected)
+        assert np.array_equal(crop3d_children(apart, which, start, (9, 8, 7)), expected)
+    start = rng.integers(0, 10, (40, 2))
+    assert np.array_equal(crop2d(maps, which, start, (16, 12)), np.stack([maps[w, :, y : y + 16, x : x + 12] for w, (y, x) in zip(which, start)]))

@@ -203,21 +203,22 @@ def test_a_perfect_head_gives_back_the_surface(batch):
 
 
 def test_children_apart_give_the_same_numbers():
-    """The export's pointwise heads (hsp_net.forward_apart) against training's LevelHead.forward."""
-    from facevox.hsp_net import CROP, SPAN, forward_apart, to_children, to_space
+    """The export's heads (hsp_net.forward_apart) against training's LevelHead.forward."""
+    from facevox.hsp_net import CROP, SPAN, cut_windows, forward_apart, to_children, to_space
 
     x = torch.randn(2, 3, 6, 8, 4)
     assert torch.equal(to_space(to_children(x, 3, 4, 2), 3, 4, 2), x)
-    net = tiny_net().eval()
-    for head in net.levels[1:]:  # levels 2 and 3: pointwise
+    heads = [*tiny_net().levels, tiny_net(hsp_spatial=0).levels[0]]  # level 1 with its 3×3×3 convolution and without
+    for head in heads:
+        prior = CROP if head.prior_from_parent else SPAN
         with torch.no_grad():
             for p in head.parameters():
                 p.normal_(0, 0.3)
-            inputs = torch.randn(3, 4, CROP, CROP, CROP), torch.randn(3, 1, CROP, CROP, CROP), torch.randn(3, 4, SPAN, SPAN)
+            inputs = torch.randn(3, 4, CROP, CROP, CROP), torch.randn(3, 1, prior, prior, prior), torch.randn(3, 4, CROP, CROP)
             features, occupancy, classes = head(*inputs)
-            apart, occupancy_apart, boundary = forward_apart(head, *inputs)
+            apart, occupancy_apart, boundary = forward_apart(head, *cut_windows(head, *inputs))
         assert torch.allclose(occupancy, occupancy_apart, atol=1e-5)
         if classes is not None:
-            assert torch.allclose(classes.softmax(1)[:, 1], boundary, atol=1e-5)
+            assert torch.allclose(classes.softmax(1)[:, 1, 2:-2, 2:-2, 2:-2], boundary, atol=1e-5)  # its core
             a = SPAN // 2
             assert torch.allclose(to_space(apart, a, a, a), features, atol=1e-5)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facevox.hsp_net import BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, forward_apart, grid_sizes, octant_max
+from facevox.hsp_net import (BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, cut_windows,
+                             forward_apart, grid_sizes, octant_max, windows)
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -39,8 +40,8 @@ class Exported(torch.nn.Module):
 class ExportedTrunk(torch.nn.Module):
     """An HSP net's first graph: the landmark maps, level 0's octant scores (highest boundary
     probability of each 8³ octant) and what level 1's blocks read, padded as the blocks read them
-    (facevox.hierarchy): level 0's features by CONTEXT, the prior logits and each level's image
-    features by HALO."""
+    (facevox.hierarchy): level 0's features and each level's image features (on its parent's grid) by
+    CONTEXT, the prior logits by HALO."""
 
     def __init__(self, net: HSPNet):
         super().__init__()
@@ -53,32 +54,36 @@ class ExportedTrunk(torch.nn.Module):
         scores = octant_max(boundary_probability(coarse.classes))
         features = F.pad(coarse.features, (CONTEXT,) * 6)
         prior = F.pad(coarse.prior, (HALO,) * 6, mode="replicate")
-        return heatmaps, landmark_depth, scores, features, prior, *(F.pad(m, (HALO,) * 4) for m in coarse.images)
+        return heatmaps, landmark_depth, scores, features, prior, *(F.pad(m, (CONTEXT,) * 4) for m in coarse.images)
 
 
 class ExportedLevel(torch.nn.Module):
-    """One level's block head: parent crops in; the block's features and occupancy logits over SPAN³
-    (its children's context), the octant scores of its core and, for meshes, the occupancy probability
-    of its core with the voxel in front of it in depth ((n, 17, 16, 16)); the last level: that alone."""
+    """One level's block head: parent crops in (cut to hsp_net.windows); the block's features and
+    occupancy logits over SPAN³ (its children's context), the octant scores of its core and, for meshes,
+    the occupancy probability of its core with the voxel in front of it in depth ((n, 17, 16, 16)); the
+    last level: that alone."""
 
     def __init__(self, net: HSPNet, level: int):
         super().__init__()
         self.net, self.level = net, level
 
     def forward(self, features, prior, image):
-        head = self.net.levels[self.level - 1]
         core = slice(HALO, HALO + BLOCK)
-        if head.mix is None:  # pointwise: computed with the children apart (features out in that layout)
-            out, occupancy, boundary = forward_apart(head, features, prior, image)
-            if boundary is not None:
-                boundary = boundary[:, core, core, core]
-        else:
-            out, occupancy, classes = head(features, prior, image)
-            boundary = None if classes is None else boundary_probability(classes[:, :, core, core, core])
+        # its inputs' windows alone, the children apart (features out in that layout)
+        out, occupancy, boundary = forward_apart(self.net.levels[self.level - 1], features, prior, image)
         if boundary is None:  # the last level's outputs are already its core and the voxel in front
             return torch.sigmoid(occupancy[:, 0])
         probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
         return out, occupancy, octant_max(boundary), probability
+
+
+def level_inputs(net: HSPNet, level: int, count: int) -> dict[str, torch.Tensor]:
+    """Random inputs of `level`'s graph for `count` blocks."""
+    head, channels = net.levels[level - 1], net.config.hsp_channels
+    prior = CROP if head.prior_from_parent else SPAN
+    inputs = {"parent_features": torch.rand(count, channels, CROP, CROP, CROP), "prior": torch.randn(count, 1, prior, prior, prior),
+              "image": torch.rand(count, channels, CROP, CROP)}
+    return dict(zip(inputs, cut_windows(head, *inputs.values())))
 
 
 def level_files(path: Path, levels: int) -> list[str]:
@@ -97,18 +102,19 @@ def export_hierarchical(net: HSPNet, path: Path, threshold: float) -> dict:
                       dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]}, opset_version=17, dynamo=False,
                       training=torch.onnx.TrainingMode.PRESERVE)
     for level, name in enumerate(level_files(path, c.hsp_levels), start=1):
-        prior = CROP if net.levels[level - 1].prior_from_parent else SPAN
-        inputs = (torch.rand(2, c.hsp_channels, CROP, CROP, CROP), torch.randn(2, 1, prior, prior, prior),
-                  torch.rand(2, c.hsp_channels, SPAN, SPAN))
+        inputs = tuple(level_inputs(net, level, 2).values())
         final = level == c.hsp_levels - 1
         outputs = ["probability"] if final else ["features", "occupancy", "scores", "probability"]
         torch.onnx.export(ExportedLevel(net, level), inputs, str(path.parent / name), input_names=["parent_features", "prior", "image"],
                           output_names=outputs, dynamic_axes={n: {0: "blocks"} for n in ["parent_features", "prior", "image", *outputs]},
-                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE)
+                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False)  # weights combined in the graph keep their own (onnxruntime folds them)
     hierarchy = {"grids": grid_sizes(c), "block": BLOCK, "octant": OCTANT, "context": CONTEXT, "halo": HALO,
                  "channels": c.hsp_channels, "threshold": threshold, "max_blocks": list(MAX_BLOCKS),
-                 # each level graph's features: in space, or each voxel's 8 children apart (hsp_net.to_children)
-                 "feature_layout": ["space" if head.mix is not None else "children" for head in net.levels]}
+                 # where each level graph's inputs lie in the crops cut for it (parent features and prior CROP³
+                 # at the octant's crop corner, image CROP² at the same corner on the parent's lateral grid)
+                 "windows": [{name: [list(offset), list(size)] for name, (offset, size) in windows(head).items()}
+                             for head in net.levels]}
     return {"hierarchy": hierarchy, "level_files": level_files(path, c.hsp_levels), "hsp_levels": c.hsp_levels,
             "hsp_channels": c.hsp_channels}
 
@@ -147,10 +153,7 @@ def check(net: VolumeNet, path: Path) -> float:
     image = torch.rand(2, 3, net.config.input_size, net.config.input_size)
     runs = [(Exported(net) if not net.config.hsp_levels else ExportedTrunk(net), path, {"image": image})]
     for level, name in enumerate(level_files(path, net.config.hsp_levels), start=1):
-        prior = CROP if net.levels[level - 1].prior_from_parent else SPAN
-        channels = net.config.hsp_channels
-        inputs = {"parent_features": torch.rand(3, channels, CROP, CROP, CROP), "prior": torch.randn(3, 1, prior, prior, prior),
-                  "image": torch.rand(3, channels, SPAN, SPAN)}
+        inputs = level_inputs(net, level, 3)
         runs.append((ExportedLevel(net, level), path.parent / name, inputs))
     worst = 0.0
     for module, file, inputs in runs:

@@ -24,33 +24,57 @@ from facevox.landmarks import mirror_maps
 from facevox.volume import NetworkOutput, model_files
 
 
-def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
-    """volume (B, C, D, H, W) → (n, C, size, size, size): volume[which[i], :, k:k+size, y:y+size, x:x+size]
-    for start[i] = (k, y, x)."""
-    r = np.arange(size)
-    k = (start[:, 0, None] + r)[:, :, None, None]
-    y = (start[:, 1, None] + r)[:, None, :, None]
-    x = (start[:, 2, None] + r)[:, None, None, :]
-    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+def gather(values: np.ndarray, corner: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """values.flat[corner[i] + pattern] for each i: (n,) + pattern.shape, one np.take."""
+    return np.take(values.reshape(-1), corner.reshape((-1,) + (1,) * pattern.ndim) + pattern)
 
 
-def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+def offsets(strides, *sizes) -> np.ndarray:
+    """Flat offsets of a box of `sizes` (one per axis, from the first) in an array of these (element) strides."""
+    grids = np.meshgrid(*[np.arange(n) for n in sizes], indexing="ij")
+    return sum(g * s for g, s in zip(grids, strides))
+
+
+def crop3d(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
+    """volume (B, C, D, H, W) → (n, C, a, b, c): volume[which[i], :, k:k+a, y:y+b, x:x+c] for start[i] = (k, y, x)
+    and size (a, b, c) (or one int for all three)."""
+    volume = np.ascontiguousarray(volume)
+    strides = np.array(volume.strides) // volume.itemsize
+    corner = which * strides[0] + start @ strides[2:]
+    return gather(volume, corner, offsets(strides[1:], volume.shape[1], *np.broadcast_to(size, 3)))
+
+
+def crop3d_children(volume: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
     """`crop3d` of a volume whose voxels are stored with each parent voxel's 8 children apart
-    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space."""
+    ((B, C, 8a, a, a), facevox.hsp_net.to_children's layout), out in space. Crops that start on voxels of
+    the same parity share one pattern of offsets."""
+    volume = np.ascontiguousarray(volume)
+    sb, sc, sd, sh, sw = np.array(volume.strides) // volume.itemsize
     a = volume.shape[-1]
-    v = start[:, :, None] + np.arange(size)  # (n, 3, size) voxels in space
-    child, half = v % 2, v // 2
-    k = (4 * child[:, 0, :, None, None] + 2 * child[:, 1, None, :, None] + child[:, 2, None, None, :]) * a + half[:, 0, :, None, None]
-    y, x = half[:, 1, None, :, None], half[:, 2, None, None, :]
-    return np.ascontiguousarray(volume.transpose(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].transpose(0, 4, 1, 2, 3))
+    sizes = np.broadcast_to(size, 3)
+    parity = start % 2
+    groups = np.unique(parity, axis=0)
+    out = None if len(groups) == 1 else np.empty((len(which), volume.shape[1], *sizes), volume.dtype)
+    for p in groups:
+        mine = (parity == p).all(1) if out is not None else slice(None)
+        k, y, x = (p[axis] + np.arange(n) for axis, n in enumerate(sizes))  # voxels from the even one below the start
+        plane = 4 * (k % 2)[:, None, None] + 2 * (y % 2)[None, :, None] + (x % 2)[None, None, :]
+        pattern = np.arange(volume.shape[1])[:, None, None, None] * sc + (plane * a + (k // 2)[:, None, None]) * sd \
+            + (y // 2)[None, :, None] * sh + (x // 2)[None, None, :] * sw
+        corner = which[mine] * sb + (start[mine] // 2) @ np.array([sd, sh, sw])
+        if out is None:  # one group (the runtime's crops): no copy
+            return gather(volume, corner, pattern)
+        out[mine] = gather(volume, corner, pattern)
+    return out
 
 
-def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
-    """maps (B, C, H, W) → (n, C, size, size): maps[which[i], :, y:y+size, x:x+size] for start[i] = (y, x)."""
-    r = np.arange(size)
-    y = (start[:, 0, None] + r)[:, :, None]
-    x = (start[:, 1, None] + r)[:, None, :]
-    return np.ascontiguousarray(maps.transpose(0, 2, 3, 1)[which[:, None, None], y, x].transpose(0, 3, 1, 2))
+def crop2d(maps: np.ndarray, which: np.ndarray, start: np.ndarray, size) -> np.ndarray:
+    """maps (B, C, H, W) → (n, C, a, b): maps[which[i], :, y:y+a, x:x+b] for start[i] = (y, x) and size (a, b)
+    (or one int for both)."""
+    maps = np.ascontiguousarray(maps)
+    strides = np.array(maps.strides) // maps.itemsize
+    corner = which * strides[0] + start @ strides[2:]
+    return gather(maps, corner, offsets(strides[1:], maps.shape[1], *np.broadcast_to(size, 2)))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -213,12 +237,13 @@ class HierarchicalModel:
         self.grids, self.max_blocks = spec["grids"], spec["max_blocks"]
         self.block, self.octant, self.context, self.halo = spec["block"], spec["octant"], spec["context"], spec["halo"]
         self.threshold = spec["threshold"] if threshold is None else threshold
-        self.layouts = spec.get("feature_layout", ["space"] * len(self.levels))
+        self.windows = spec["windows"]
         self.input_size = int(self.info["input_size"])
         self.mirror, self.chunk = mirror, chunk
 
-    def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
-        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps alone."""
+    def __call__(self, crops: np.ndarray, surface: bool = True, blocks=None) -> list[NetworkOutput]:
+        """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop; surface=False: the landmarks' maps alone.
+        blocks: the blocks to refine instead of the head's choice (`refine`)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -236,7 +261,7 @@ class HierarchicalModel:
             heatmaps, depth = ((maps[:n] + mirror_maps(maps[n:])) / 2 for maps in (heatmaps, depth))
             prior = (prior[:n] + prior[n:, ..., ::-1]) / 2
             scores, features, images = scores[:n], features[:n], [image[:n] for image in images]
-        hierarchies = self.refine(scores, features, prior, images)
+        hierarchies = self.refine(scores, features, prior, images, blocks)
         return [NetworkOutput(None, h, d, front=tree.front_depth(), hierarchy=tree) for h, d, tree in zip(heatmaps, depth, hierarchies)]
 
     def _run(self, session, inputs: dict) -> list[np.ndarray]:
@@ -244,6 +269,8 @@ class HierarchicalModel:
         count = len(next(iter(inputs.values())))
         first = session.run(None, {k: v[: max(min(self.chunk, count), 1)] if count else np.zeros((1,) + v.shape[1:], np.float32)
                                    for k, v in inputs.items()})
+        if 0 < count <= self.chunk:
+            return first
         outputs = [np.empty((count,) + part.shape[1:], part.dtype) for part in first]
         for i in range(0, count, self.chunk):
             parts = first if i == 0 else session.run(None, {k: v[i : i + self.chunk] for k, v in inputs.items()})
@@ -260,35 +287,61 @@ class HierarchicalModel:
             chosen = chosen[np.argsort(-flat[chosen], kind="stable")[:limit]]
         return np.sort(chosen)
 
-    def refine(self, scores, features, prior, images) -> list[Hierarchy]:
-        """The trunk's outputs for n faces (padded as exported) → each face's Hierarchy."""
+    def _force(self, faces: np.ndarray, origins: np.ndarray, level: int, blocks) -> np.ndarray:
+        """Indices of the candidate octants (their faces and child origins) that are among `blocks`."""
+        g = self.grids[level]
+
+        def key(face, origin):
+            return ((face * g + origin[:, 0]) * g + origin[:, 1]) * g + origin[:, 2]
+
+        wanted = np.concatenate([key(np.full(len(mine[level - 1]), face), np.asarray(mine[level - 1]).reshape(-1, 3))
+                                 for face, mine in enumerate(blocks)])
+        return np.flatnonzero(np.isin(key(faces, origins), wanted))
+
+    def refine(self, scores, features, prior, images, blocks=None) -> list[Hierarchy]:
+        """The trunk's outputs for n faces (padded as exported) → each face's Hierarchy. blocks: for each
+        face, the origins (m, 3) of the blocks to refine at each level, in place of the head's choice
+        (benchmarks force a known selection, bench/hsp_cpu.py); a block whose parent is not refined is
+        left out."""
         n, halo = len(scores), self.halo
         g1 = self.grids[1]
         trees = [Hierarchy(self.input_size, self.grids, sigmoid(prior[i, 0, halo : halo + g1, halo : halo + g1, halo : halo + g1]))
                  for i in range(n)]
-        crop, span = self.octant + 2 * self.context, self.block + 2 * halo
         parent = None
         for level, session in enumerate(self.levels, start=1):
             if level == 1:
-                chosen = self._choose(scores, n, level)
+                if blocks is None:
+                    chosen = self._choose(scores, n, level)
+                else:
+                    every = np.stack(np.unravel_index(np.arange(scores.size), scores.shape), 1)
+                    chosen = self._force(every[:, 0], self.block * every[:, 1:], level, blocks)
                 sample, *octant = np.unravel_index(chosen, scores.shape)
                 octant = np.stack(octant, 1)
                 origin = self.block * octant
-                inputs = {"parent_features": crop3d(features, sample, self.octant * octant, crop),
-                          "prior": crop3d(prior, sample, origin, span)}
+                corners = {"parent_features": self.octant * octant, "prior": origin}
+                sources = {"parent_features": (crop3d, features, sample), "prior": (crop3d, prior, sample)}
             else:
-                chosen = self._choose(parent["scores"], n, level)
+                if blocks is None:
+                    chosen = self._choose(parent["scores"], n, level)
+                else:
+                    every = np.stack(np.unravel_index(np.arange(parent["scores"].size), parent["scores"].shape), 1)
+                    origins = 2 * (parent["origin"][every[:, 0]] + self.octant * every[:, 1:])
+                    chosen = self._force(parent["sample"][every[:, 0]], origins, level, blocks)
                 source, *sub = np.unravel_index(chosen, parent["scores"].shape)
                 sub = np.stack(sub, 1)
                 sample = parent["sample"][source]
                 origin = 2 * (parent["origin"][source] + self.octant * sub)
-                cut = crop3d if self.layouts[level - 2] == "space" else crop3d_children
-                inputs = {"parent_features": cut(parent["features"], source, self.octant * sub, crop),
-                          "prior": crop3d(parent["occupancy"], source, self.octant * sub, crop)}
-            inputs["image"] = crop2d(images[level - 1], sample, origin[:, 1:], span)
+                corners = {"parent_features": self.octant * sub, "prior": self.octant * sub}
+                sources = {"parent_features": (crop3d_children, parent["features"], source), "prior": (crop3d, parent["occupancy"], source)}
+            sources["image"] = (crop2d, images[level - 1], sample)  # on the parent's lateral grid, padded as its features
+            corners["image"] = origin[:, 1:] // 2
+            inputs = {}
+            for name, (cutter, values, which) in sources.items():  # each input's window of its crop
+                offset, size = self.windows[level - 1][name]
+                inputs[name] = cutter(values, which, corners[name] + np.asarray(offset), size)
             outputs = dict(zip([o.name for o in session.get_outputs()], self._run(session, inputs)))
-            for i, tree in enumerate(trees):
-                mine = sample == i
-                tree.levels.append(Level(origin[mine], outputs["probability"][mine]))
+            bounds = np.searchsorted(sample, np.arange(n + 1))  # blocks come face by face: each face's are views
+            for tree, first, end in zip(trees, bounds[:-1], bounds[1:]):
+                tree.levels.append(Level(origin[first:end], outputs["probability"][first:end]))
             parent = {**outputs, "sample": sample, "origin": origin}
         return trees

@@ -15,10 +15,12 @@ level 2 is the dense model's grid (less its last 8 depths) and level 3 halves it
 * Each block also gets an occupancy prior: at level 1 the dense head's logits averaged onto the 96³
   grid, below that its parent's occupancy logits, trilinearly upsampled; its occupancy is that prior
   plus a learnt correction (zero at initialisation, so a fresh head starts as the dense volume).
-  Image features at the block's (y, x), from the trunk, are added along its depth.
+  Image features from the trunk on the parent's lateral grid enter with the parent's features (repeated
+  along depth) through the up-convolution, each child with its own weights.
 * Inner levels predict free / boundary / occupied; the last predicts occupancy alone, and only on its
   core (plus the voxel in front of it, for the surface's interpolation): nothing reads its halo. Only
-  level 1's blocks have a 3×3×3 convolution (`hsp_spatial`); finer ones are pointwise, for CPU time.
+  level 1's blocks have a 3×3×3 convolution (`hsp_spatial`), on their parent's features before the
+  up-convolution; finer ones are pointwise, for CPU time.
 
 All blocks of a level run as one batch. `facevox.hierarchy` runs the exported graphs with numpy between
 levels; training (training/hsp.py) expands the octants that hold true boundary.
@@ -74,7 +76,7 @@ def octant_max(values: torch.Tensor) -> torch.Tensor:
 class Coarse:
     """Level 0 and what the blocks read from the trunk. classes (b, 3, G0³) logits and features
     (b, C, G0³) of level 0; prior (b, 1, G1³): the dense head's volume logits on level 1's grid; images:
-    for each level from 1, (b, C, G_l, G_l) features of the photo at that level's (y, x)."""
+    for each level l from 1, (b, C, G_(l-1), G_(l-1)) features of the photo on its parent level's lateral grid."""
 
     classes: torch.Tensor
     features: torch.Tensor
@@ -119,8 +121,9 @@ class Candidates:
 
 
 class LevelHead(nn.Module):
-    """One level's block network, shared by all its blocks. spatial: a 3×3×3 convolution after the
-    up-convolution (else pointwise only: the finer levels' many blocks); prior_from_parent: the prior
+    """One level's block network, shared by all its blocks. spatial: a 3×3×3 convolution of the parent's
+    features before the up-convolution (on the parent's grid: an eighth of the voxels; else pointwise
+    only: the finer levels' many blocks); prior_from_parent: the prior
     comes as the parent's occupancy logits (CROP³), to be upsampled, else at this level (SPAN³); final:
     the last level, which predicts occupancy alone and only on its core and the voxel in front of it.
 
@@ -131,8 +134,8 @@ class LevelHead(nn.Module):
     def __init__(self, channels: int, final: bool, spatial: bool, prior_from_parent: bool):
         super().__init__()
         self.channels = channels
-        self.up = nn.Conv3d(channels, 8 * channels, 1)
-        self.mix = nn.Conv3d(channels, channels, 3, padding=1) if spatial else None
+        self.up = nn.Conv3d(2 * channels, 8 * channels, 1)  # the parent's features and the image's
+        self.mix = nn.Conv3d(channels, channels, 3) if spatial else None  # unpadded: the crop's context is its padding
         self.prior_in = nn.Conv3d(1, channels, 1)
         self.pointwise = nn.Conv3d(channels, channels, 1)
         self.occupancy = nn.Conv3d(channels, 1, 1)
@@ -149,18 +152,19 @@ class LevelHead(nn.Module):
 
     def forward(self, features, prior, image):
         """features (n, C, 12³) of the parent around the octant; prior (n, 1, 12³ or 20³) occupancy
-        logits; image (n, C, 20, 20) → features (n, C, 20³), occupancy logits (n, 1, 20³), class logits
-        (n, 3, 20³); the last level: features and occupancy over 17 × 16 × 16, no classes."""
+        logits; image (n, C, 12, 12) on the parent's lateral grid, where the features are → features
+        (n, C, 20³), occupancy logits (n, 1, 20³), class logits (n, 3, 20³); the last level: features and
+        occupancy over 17 × 16 × 16, no classes."""
         if self.prior_from_parent:  # (n, 1, 24³): this level's voxels from 4 before the core to 4 after it
             prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
+        inner = self.mix(features) if self.mix is not None else features[:, :, 1:-1, 1:-1, 1:-1]  # (n, C, 10³)
+        inner = torch.cat([inner, image[:, :, None, 1:-1, 1:-1].expand_as(inner)], 1)
         if self.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
-            x = self.upsample(features[:, :, 1:-2, 2:-2, 2:-2])
-            prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
+            x = self.upsample(inner[:, :, :-1, 1:-1, 1:-1])
+            prior = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO]
         else:
-            x = self.upsample(features[:, :, 1:-1, 1:-1, 1:-1])  # SPAN³ around the core
-            if self.mix is not None:
-                x = self.mix(x)
-        x = F.relu(x + self.prior_in(prior) + image[:, :, None])
+            x = self.upsample(inner)  # SPAN³ around the core
+        x = F.relu(x + self.prior_in(prior))
         x = F.relu(self.pointwise(x))
         occupancy = prior + self.occupancy(x).float()
         if self.classes is None:
@@ -179,30 +183,72 @@ def to_space(x: torch.Tensor, a: int, b: int, c: int) -> torch.Tensor:
     return x.reshape(-1, x.shape[1], 2, 2, 2, a, b, c).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(-1, x.shape[1], 2 * a, 2 * b, 2 * c)
 
 
+def windows(head: LevelHead) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Where a head's export (`forward_apart`) reads its inputs, as (offset, size) per axis within what
+    `LevelHead.forward` takes (the parent's CROP³ features and prior, the CROP² image): only what it
+    uses, so that the runtime cuts no more than that and the graph has no slices."""
+    if head.classes is None:  # parent voxels from one before the octant in depth: 2 before the core to its end
+        features = ((1, CONTEXT, CONTEXT), (OCTANT + 1, OCTANT, OCTANT))
+    else:  # SPAN³ around the core
+        features = ((1, 1, 1), (CROP - 2,) * 3)
+    (k, y, x), (a, b, c) = features
+    image = ((y, x), (b, c))  # the features' columns
+    if head.prior_from_parent:  # the parent voxels' logits and one more each side, to upsample from
+        prior = ((k - 1, y - 1, x - 1), (a + 2, b + 2, c + 2))
+    else:  # at this level, on the children of the features' parent voxels
+        prior = ((2 * k - 2, 2 * y - 2, 2 * x - 2), (2 * a, 2 * b, 2 * c))
+    if head.mix is not None:  # its unpadded 3×3×3 convolution reads one more parent voxel each side
+        features = ((k - 1, y - 1, x - 1), (a + 2, b + 2, c + 2))
+    return {"parent_features": features, "prior": prior, "image": image}
+
+
+def cut_windows(head: LevelHead, features, prior, image):
+    """`LevelHead.forward`'s inputs cut to `windows(head)`: what `forward_apart` takes."""
+    cut = []
+    for tensor, (offset, size) in zip((features, prior, image), windows(head).values()):
+        index = tuple(slice(o, o + n) for o, n in zip(offset, size))
+        cut.append(tensor[(slice(None), slice(None)) + index])
+    return cut
+
+
+def upsample_children(prior: torch.Tensor) -> torch.Tensor:
+    """(n, 1, a + 2, b + 2, c + 2) logits → (n, 1, 8a, b, c) in `to_children`'s layout: the trilinear ×2
+    upsampling (align_corners=False) of the inner a × b × c voxels, as one fixed 3×3×3 convolution (a
+    child of voxel i lies a quarter voxel from it: ¾ of it and ¼ of the neighbour on the child's side)."""
+    sides = torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.75, 0.25]], dtype=prior.dtype, device=prior.device)
+    weight = (sides[:, None, None, :, None, None] * sides[None, :, None, None, :, None] * sides[None, None, :, None, None, :])
+    children = F.conv3d(prior, weight.reshape(8, 1, 3, 3, 3))  # channel 4·pk + 2·py + px
+    a, b, c = children.shape[-3:]
+    return children.reshape(-1, 1, 8 * a, b, c)
+
+
 def forward_apart(head: LevelHead, features, prior, image):
-    """`LevelHead.forward` of a pointwise head (no 3×3×3 convolution), computed with each parent voxel's 8
-    children kept apart (`to_children`'s layout) instead of shuffled into space: the same numbers
-    without moving C channels through the depth-to-space shuffle (only the 1-channel prior, occupancy and
-    boundary probability move). Returns the features in that layout, the occupancy logits in space, and
-    instead of class logits the boundary probability (n, 20, 20, 20) in space (None at the last level).
-    For export (onnxruntime); training uses `forward`."""
+    """`LevelHead.forward` on its inputs cut to `windows(head)`, computed with each parent voxel's 8
+    children kept apart (`to_children`'s layout) instead of shuffled
+    into space: the same numbers without moving C channels through the depth-to-space shuffle (only the
+    1-channel occupancy and boundary probability move; a parent's prior is upsampled straight into that
+    layout). Returns the features in that layout, the occupancy logits in space, and instead of class
+    logits the boundary probability of the core (n, 16, 16, 16) in space (None at the last level): what
+    the octant scores need. For export (onnxruntime); training uses `forward`."""
     channels = head.channels
-    if head.prior_from_parent:
-        prior = F.interpolate(prior, scale_factor=2, mode="trilinear", align_corners=False)[:, :, 2:-2, 2:-2, 2:-2]
-    if head.classes is None:
-        features = features[:, :, 1:-2, 2:-2, 2:-2]
-        prior, image = prior[:, :, : BLOCK + 2, HALO:-HALO, HALO:-HALO], image[:, :, HALO:-HALO, HALO:-HALO]
-    else:
-        features = features[:, :, 1:-1, 1:-1, 1:-1]
+    if head.mix is not None:
+        features = head.mix(features)
     a, b, c = features.shape[-3:]
-    prior = to_children(prior, a, b, c)
-    image = image.reshape(-1, channels, b, 2, c, 2).permute(0, 1, 3, 5, 2, 4)[:, :, None, :, :, None]  # (n, C, 1, py, px, 1, b, c)
-    x = (head.up(features).reshape(-1, channels, 8 * a, b, c) + head.prior_in(prior)).reshape(-1, channels, 2, 2, 2, a, b, c) + image
-    x = F.relu(head.pointwise(F.relu(x).reshape(-1, channels, 8 * a, b, c)))
+    prior = upsample_children(prior) if head.prior_from_parent else to_children(prior, a, b, c)
+    image = image[:, :, None].expand(-1, -1, a, -1, -1)
+    # up(features, image) + prior_in(prior) as one 1×1×1 convolution of the parent voxels' features and image
+    # features and their 8 children's priors: output channel 8·c + child j reads prior j with prior_in's weight for c
+    prior_in = head.prior_in.weight.reshape(channels, 1, 1) * torch.eye(8, dtype=features.dtype, device=features.device)
+    weight = torch.cat([head.up.weight.reshape(8 * channels, 2 * channels), prior_in.reshape(8 * channels, 8)], 1)
+    bias = head.up.bias + head.prior_in.bias.repeat_interleave(8)
+    x = F.relu(F.conv3d(torch.cat([features, image, prior.reshape(-1, 8, a, b, c)], 1), weight[..., None, None, None], bias))
+    x = F.relu(head.pointwise(x.reshape(-1, channels, 8 * a, b, c)))
     occupancy = to_space(prior + head.occupancy(x).float(), a, b, c)
-    if head.classes is None:
+    if head.classes is None:  # its core and the voxel in front of it
         return x, occupancy[:, :, 1:], None
-    return x, occupancy, to_space(boundary_probability(head.classes(x))[:, None], a, b, c)[:, 0]
+    h = HALO // 2  # parent voxels of halo on each side
+    classes = head.classes(x).reshape(-1, 3, 8, a, b, c)[:, :, :, h:-h, h:-h, h:-h].reshape(-1, 3, 8 * (a - 2 * h), b - 2 * h, c - 2 * h)
+    return x, occupancy, to_space(boundary_probability(classes)[:, None], a - 2 * h, b - 2 * h, c - 2 * h)[:, 0]
 
 
 def boundary_probability(classes: torch.Tensor) -> torch.Tensor:
@@ -243,8 +289,9 @@ class HSPNet(VolumeNet):
         prior = dense.reshape(b, g1, -1, g1, g1).mean(2)[:, None]  # level 1's voxel i holds depths 2i and 2i + 1
         lifted = self.lift(F.avg_pool2d(decoded, 2)).reshape(b, -1, g0, g0, g0)
         features = self.level0(torch.cat([lifted, F.avg_pool3d(prior, 2).to(lifted.dtype)], 1))
-        images = [m(decoded) if g == g1 else F.interpolate(m(decoded), size=(g, g), mode="bilinear", align_corners=False)
-                  for m, g in zip(self.image_maps, self.grids[1:])]  # level 1's grid is the decoded features' own
+        images = [F.avg_pool2d(m(decoded), 2) if g < g1 else m(decoded) if g == g1
+                  else F.interpolate(m(decoded), size=(g, g), mode="bilinear", align_corners=False)
+                  for m, g in zip(self.image_maps, self.grids)]  # on each level's parent grid (level 1's: level 0's)
         return Coarse(self.classes0(features), features, prior, images)
 
     def candidates(self, level: int, coarse: Coarse, parent: Blocks | None) -> Candidates:
@@ -274,7 +321,8 @@ class HSPNet(VolumeNet):
         else:
             features = crop3d(parent.features, chosen.source, chosen.start, CROP)
             prior = crop3d(parent.occupancy, chosen.source, chosen.start, CROP)
-        image = crop2d(F.pad(coarse.images[level - 1], (HALO,) * 4), chosen.sample, chosen.origin[:, 1:], SPAN)
+        # on the parent's grid, where its features are: the octant's corner there is half the block's origin
+        image = crop2d(F.pad(coarse.images[level - 1], (CONTEXT,) * 4), chosen.sample, chosen.origin[:, 1:] // 2, CROP)
         out, occupancy, classes = head(features, prior, image)
         return Blocks(chosen.sample, chosen.origin, out, occupancy, classes)
 

@@ -25,7 +25,7 @@ class NetConfig:
     input_size: int = 192
     hsp_levels: int = 0  # 0: the dense volume head alone; else the hierarchical head's levels (facevox.hsp_net)
     hsp_channels: int = 8  # feature channels of every hierarchical level
-    hsp_spatial: int = 1  # levels (from 1) whose blocks have a 3×3×3 convolution; finer ones are pointwise (CPU cost)
+    hsp_spatial: int = 1  # levels (from 1) whose blocks have a 3×3×3 convolution (of the parent's features); finer ones are pointwise
 
 
 CONFIGS = {
