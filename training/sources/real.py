@@ -50,6 +50,18 @@ def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return image * known + up * (1 - known)
 
 
+def fill_outside(sources: torch.Tensor, inside: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """(N, 3, S, S) uint8 source crops with the pixels beyond their photo (inside (N, 1, S, S) uint8 < 255:
+    black from the warp) filled from the photo's own edge by push-pull, so no turn shows a black frame."""
+    out = []
+    for start in range(0, len(sources), chunk):
+        image, known = sources[start : start + chunk].float(), inside[start : start + chunk].float() / 255
+        known = (known > 0.999).float()  # edge pixels blended with the black border count as outside
+        filled = push_pull(image, known)
+        out.append(filled.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
 def texture_weights(own: torch.Tensor, mirror: torch.Tensor):
     """Blend weights of a surface point's own photo colour and its mirror point's, from how squarely the
     photo sees each (0–1): grazing views (< 0.25) count for nothing, the own side is preferred."""
@@ -71,7 +83,7 @@ class RealFaces:
         self.mirror = tensor(symmetry(model, sfm_folder), torch.long)
         # Pivot of the head turn: between the ears (mid-point of the jaw ends), model frame.
         self.pivot = tensor(model.mean[model.landmarks[[0, 16]]].mean(0) * [0.0, 1.0, 1.0])
-        sources, shapes, placed, rotations, poses, zooms = [], [], [], [], [], []
+        sources, inside, shapes, placed, rotations, poses, zooms = [], [], [], [], [], [], []
         for i, image in enumerate(images):
             shape = model.shape(labels["identity"][i].astype(np.float64), labels["expression"][i].astype(np.float64))
             rotation = labels["rotation"][i].astype(np.float64)
@@ -80,6 +92,8 @@ class RealFaces:
             matrix = crop_matrix(np.r_[marks.min(0), marks.max(0)], source_size, zoom=SOURCE_ZOOM)
             sources.append(cv2.warpAffine(image, matrix, (source_size, source_size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT))
+            inside.append(cv2.warpAffine(np.full(image.shape[:2], 255, np.uint8), matrix, (source_size, source_size),
+                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
             zoom = matrix[0, 0]
             zooms.append(zoom * float(labels["scale"][i]))  # source pixels per mm
             placed.append(np.column_stack([in_photo[:, :2] @ matrix[:, :2].T + matrix[:, 2], in_photo[:, 2] * zoom]))
@@ -87,7 +101,8 @@ class RealFaces:
             rotations.append(rotation)
             poses.append(labels["pose"][i])
         self.count = len(sources)
-        self.sources = tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2)  # (N, 3, S, S)
+        self.sources = fill_outside(tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2),
+                                    tensor(np.stack(inside), torch.uint8)[:, None])  # (N, 3, S, S)
         self.shapes = tensor(np.stack(shapes))  # (N, n, 3) model frame, mm
         self.placed = tensor(np.stack(placed))  # (N, n, 3) source-crop pixels, original pose
         self.rotations = tensor(np.stack(rotations))
@@ -160,7 +175,9 @@ class RealFaces:
             out.append((own * good).sum(1) / good.sum(1).clamp_min(1))
         return torch.cat(out)
 
-    def sample(self, batch_size: int, seed: int) -> Batch:
+    def sample(self, batch_size: int, seed: int, yaw: float | None = None) -> Batch:
+        """A batch; yaw (degrees, optional): turn every face to ±yaw (its side drawn as usual) instead of
+        a random yaw, all of them profiled (for previews and checks)."""
         g = torch.Generator(device=self.device).manual_seed(seed)
         b, s, dev = batch_size, self.size, self.device
         rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
@@ -174,7 +191,9 @@ class RealFaces:
         side = torch.where(rand(b) < 0.2, -side, side)
         start = torch.where(side == torch.sign(yaw0), yaw0.abs(), torch.zeros_like(yaw0))
         magnitude = start + (self.max_yaw - start).clamp_min(0) * (0.25 + 0.75 * rand(b))
-        yaw1 = torch.where(keep, yaw0, side * magnitude.clamp(max=self.max_yaw))
+        if yaw is not None:
+            keep, magnitude = torch.zeros_like(keep), torch.full_like(magnitude, float(yaw))
+        yaw1 = torch.where(keep, yaw0, side * magnitude.clamp(max=self.max_yaw if yaw is None else 90.0))
         delta = yaw1 - yaw0
 
         # Turn the fitted shape about the pivot; the photo frame keeps its scale (source pixels per mm).
