@@ -2,14 +2,17 @@
 
     PYTHONPATH=src:. python -m bench.profiling                               # → bench/results/profiling.json
     PYTHONPATH=src:. python -m bench.profiling --preview /tmp/profiled.png   # also a sheet at yaw 30/60/80/90 (not committed)
+    PYTHONPATH=src:. python -m bench.profiling --head ''                     # without the ICT head behind the faces
 
 On the val split of the real-faces labels (cache/labels, cache/photos), all samples profiled
-(original_fraction 0), batches of 16 from fixed seeds:
+(original_fraction 0), with the ICT head behind turned faces (--head, default cache/ict-face), batches
+of 16 from fixed seeds:
 - `black_share`: share of pure-black pixels (all channels ≤ 3/255) of the final training images, per
   |yaw| bin of the turned face, beside the same figure for the photos as taken (original_fraction 1),
   which shows how much black the photos themselves hold;
 - `samples_per_s`: RealFaces.sample(16) on CPU with one torch thread, median of 3 after a warm-up,
-  wall and process CPU seconds (on a shared machine the CPU seconds are the figure to trust).
+  wall and process CPU seconds (on a shared machine the CPU seconds are the figure to trust), with
+  the head and (`speed_without_head`) without it.
 """
 
 from __future__ import annotations
@@ -81,16 +84,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--preview", type=Path)
+    parser.add_argument("--head", default=str(CACHE / "ict-face"), help="the ICT head's folder ('' for none)")
     args = parser.parse_args()
     model = sfm.load(args.cache / "sfm")
-    load = lambda fraction: RealFaces.from_folder(model, args.cache / "labels", args.cache / "photos", "val",
-                                                  sets=["real-faces"], original_fraction=fraction)
+    load = lambda fraction, head=args.head or None: RealFaces.from_folder(
+        model, args.cache / "labels", args.cache / "photos", "val", sets=["real-faces"], original_fraction=fraction, head=head)
     profiled = load(0.0)
     if args.preview:
         preview(profiled, args.preview)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     result = {"commit": commit, "photos": profiled.count, "black_share_profiled": black_by_yaw(profiled, args.batches),
-              "black_share_as_taken": black_by_yaw(load(1.0), args.batches), "speed": speed(profiled)}
+              "head": args.head, "black_share_as_taken": black_by_yaw(load(1.0), args.batches), "speed": speed(profiled)}
+    if args.head:
+        result["speed_without_head"] = speed(load(0.0, None))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
