@@ -40,6 +40,7 @@ from training.sources.synthetic import apply_crop, close_mouth, crop_transform, 
 SOURCE_ZOOM = 1.35  # the stored source crop covers this much more than the network crop
 FLIP = torch.tensor([1.0, -1.0, -1.0])
 HEAD_MIN_TURN = 15.0  # degrees: faces turned less than this keep the photo's own head, ears and hair
+HAIR_FALLBACK, HAIR_MIN_POINTS = (0.20, 0.13, 0.08), 50  # dark brown where a photo shows under 50 scalp points
 HEAD_SEED = 7_919  # the head behind a profiled face draws from its own generator, seeded seed + this
 
 
@@ -109,8 +110,8 @@ class RealFaces:
             rotations.append(rotation)
             poses.append(labels["pose"][i])
         self.count = len(sources)
-        self.sources = fill_outside(tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2),
-                                    tensor(np.stack(inside), torch.uint8)[:, None])  # (N, 3, S, S)
+        inside = tensor(np.stack(inside), torch.uint8)[:, None]  # (N, 1, S, S) 255 where the photo reaches
+        self.sources = fill_outside(tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2), inside)  # (N, 3, S, S)
         self.shapes = tensor(np.stack(shapes))  # (N, n, 3) model frame, mm
         self.placed = tensor(np.stack(placed))  # (N, n, 3) source-crop pixels, original pose
         self.rotations = tensor(np.stack(rotations))
@@ -118,7 +119,7 @@ class RealFaces:
         self.zooms = tensor(np.array(zooms))
         self.quality = torch.cat([self._visibility(self.placed[i : i + 64]) for i in range(0, self.count, 64)])
         self.skin = self._skin()
-        self.head = None if head is None else HeadBehind(self, model, head)
+        self.head = None if head is None else HeadBehind(self, model, head, inside)
 
     @classmethod
     def from_folder(cls, model: SurreyModel, labels_dir, photo_root, split: str = "train", sets=None, **kwargs):
@@ -277,12 +278,14 @@ class HeadBehind:
     (training.ict_head.surrey_correspondence) onto that shape; it then turns with the face. Skin is the
     photo's mean face colour, shaded as the photo's face is lit (a per-photo fit of brightness against
     the face's normals, constant + linear); the scalp above a random hairline (IctFaces.hair) takes the
-    hair colour the photo shows on the head's scalp in the original pose (median). Only skin is drawn,
+    hair colour the photo shows on the head's scalp in the original pose (median; a dark brown where the
+    photo does not reach the scalp). Only skin is drawn,
     triangles facing the camera, the neck cut at a random height; the face is drawn over it, so the head
     never covers the face and the targets stay the face's (as for the ICT source: no ears, neck or scalp).
     """
 
-    def __init__(self, real: "RealFaces", model: SurreyModel, head: IctHead | str | Path):
+    def __init__(self, real: "RealFaces", model: SurreyModel, head: IctHead | str | Path, inside: torch.Tensor):
+        """inside (N, 1, S, S) uint8: 255 where the source crops hold photo pixels (not filled ones)."""
         from training.sources.ict import KINDS, IctFaces
 
         self.ict = ict = IctFaces(model, head, device=real.device, size=real.size, volume_depth=real.volume_depth)
@@ -298,7 +301,7 @@ class HeadBehind:
         for start in range(0, real.count, 64):
             index = torch.arange(start, min(start + 64, real.count), device=dev)
             self.light.append(self._fit_light(real, index))
-            self.hair_colour.append(self._hair_colour(real, index, scalp))
+            self.hair_colour.append(self._hair_colour(real, index, scalp, inside[index]))
         self.light, self.hair_colour = torch.cat(self.light), torch.cat(self.hair_colour)
 
     def shapes(self, index: torch.Tensor) -> torch.Tensor:
@@ -319,16 +322,20 @@ class HeadBehind:
         mean = (brightness[..., None] * weight).sum(1) / weight.sum(1).clamp_min(1)
         return coefficients / mean.clamp_min(1e-3)
 
-    def _hair_colour(self, real: "RealFaces", index: torch.Tensor, scalp: torch.Tensor) -> torch.Tensor:
-        """(b, 3) median photo colour on the head's scalp where it faces the camera in the original pose."""
+    def _hair_colour(self, real: "RealFaces", index: torch.Tensor, scalp: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        """(b, 3) median photo colour on the head's scalp where it faces the camera in the original pose and
+        the photo reaches; HAIR_FALLBACK where fewer than HAIR_MIN_POINTS such points exist."""
         placed = real.placed[index, :1] + real.zooms[index, None, None] * (
             ((self.shapes(index) - real.shapes[index, :1]) @ real.rotations[index].transpose(1, 2)) * FLIP.to(real.device))
         colours = real._sample_source(index, placed[..., :2])  # (b, 3, n)
+        grid = ((placed[..., :2] + 0.5) / real.source_size * 2 - 1)[:, :, None]
+        in_photo = F.grid_sample(inside.float() / 255, grid, align_corners=False)[:, 0, :, 0] > 0.99
         facing = -vertex_normals(placed, self.ict.triangles)[..., 2] > 0.3
-        chosen = (facing & scalp)[:, None].expand_as(colours)
-        masked = torch.where(chosen, colours, torch.full_like(colours, float("nan")))
+        chosen = facing & scalp & in_photo
+        masked = torch.where(chosen[:, None], colours, torch.full_like(colours, float("nan")))
         median = masked.nanmedian(-1).values
-        return torch.where(median.isnan(), real.skin[index], median)
+        fallback = torch.tensor(HAIR_FALLBACK, device=colours.device).expand_as(median)
+        return torch.where((chosen.sum(1) >= HAIR_MIN_POINTS)[:, None], median, fallback)
 
     def render(self, index: torch.Tensor, crop: torch.Tensor, drawn: torch.Tensor, g: torch.Generator):
         """The head's image (b, 3, s, s) and coverage (b, s, s) from its crop-space vertices (b, n, 3), of
