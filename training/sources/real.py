@@ -35,6 +35,7 @@ from training.ict_head import IctHead
 from training.render import facing_camera, splat, vertex_normals
 from training.sfm import SurreyModel
 from training.sources import Batch
+from training.sources.ict import KINDS, IctFaces
 from training.sources.synthetic import apply_crop, close_mouth, crop_transform, degrade, rotation_matrices
 
 SOURCE_ZOOM = 1.35  # the stored source crop covers this much more than the network crop
@@ -286,8 +287,6 @@ class HeadBehind:
 
     def __init__(self, real: "RealFaces", model: SurreyModel, head: IctHead | str | Path, inside: torch.Tensor):
         """inside (N, 1, S, S) uint8: 255 where the source crops hold photo pixels (not filled ones)."""
-        from training.sources.ict import KINDS, IctFaces
-
         self.ict = ict = IctFaces(model, head, device=real.device, size=real.size, volume_depth=real.volume_depth)
         dev, self.skin = real.device, real.skin
         ones = torch.ones(len(ict.neutral), 1, device=dev)
