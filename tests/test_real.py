@@ -118,6 +118,7 @@ def test_training_mixes_real_and_synthetic(surrey, labelled, tmp_path, monkeypat
     import cv2
 
     from training import train
+    from training.ict_head import DEFAULT_DIR
     from training.label_real import save_labels
 
     names, images, _, results = labelled
@@ -129,7 +130,7 @@ def test_training_mixes_real_and_synthetic(surrey, labelled, tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["train", "--net", "vrn-hg1-w128", "--batch-size", "3", "--total-steps", "2",
                                       "--warmup-steps", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
                                       "--real-labels", str(tmp_path / "labels"), "--real-photos", str(tmp_path),
-                                      "--real-fraction", "0.34"])
+                                      "--real-fraction", "0.34", "--real-head", str(int((DEFAULT_DIR / "model.npz").exists()))])
     train.main()
     state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
     assert state["step"] == 2
@@ -143,3 +144,67 @@ def test_mixture_keeps_batch_size_and_order(surrey, labelled):
     mixture = Mixture([SyntheticFaces(surrey), real_source(surrey, labelled)], [0.5, 0.5])
     batch = mixture.sample(4, seed=2)
     assert batch.image.shape[0] == batch.vertices.shape[0] == 4
+
+
+def tight_crops(labelled):
+    """The package photos cut to their fitted face's box (as many real-faces photos are), labels moved along."""
+    from training.fit import project
+    from training import sfm
+
+    _, images, labels, _ = labelled
+    model, cut, labels = sfm.load(), [], {k: v.copy() for k, v in labels.items()}
+    for i, image in enumerate(images):
+        shape = model.shape(labels["identity"][i].astype(float), labels["expression"][i].astype(float))
+        marks = project(shape, labels["rotation"][i].astype(float), float(labels["scale"][i]), labels["translation"][i].astype(float))[model.landmarks, :2]
+        x0, y0 = np.floor(marks.min(0)).astype(int)
+        x1, y1 = np.ceil(marks.max(0)).astype(int)
+        cut.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        labels["translation"][i] -= [x0, y0]
+    return cut, labels
+
+
+def test_profiled_views_of_tight_crops_show_no_black_frame(surrey, labelled):
+    from training.sources.real import RealFaces
+
+    images, labels = tight_crops(labelled)
+    assert max(float((image.max(-1) <= 3).mean()) for image in images) < 0.01  # the photos themselves hold no black
+    source = RealFaces(surrey, images, labels, original_fraction=0.0)
+    for yaw in (30, 90):
+        image = source.sample(4, seed=yaw, yaw=yaw, camera_effects=False).image
+        assert float((image.amax(1) <= 3 / 255).float().mean()) < 0.005, yaw
+
+
+@pytest.fixture(scope="module")
+def with_and_without_head(surrey, labelled):
+    from training.ict_head import DEFAULT_DIR
+
+    if not (DEFAULT_DIR / "model.npz").exists():
+        pytest.skip("ICT FaceKit model not found")
+    return real_source(surrey, labelled, original_fraction=0.0, head=DEFAULT_DIR), real_source(surrey, labelled, original_fraction=0.0)
+
+
+def test_head_sits_on_the_fitted_face(surrey, with_and_without_head):
+    headed, _ = with_and_without_head
+    index = torch.arange(headed.count)
+    on_face = headed.head.shapes(index)[:, headed.head.ict.surrey_vertices]
+    error = (on_face - headed.shapes).norm(dim=-1).mean(1)
+    mean_face = torch.as_tensor(surrey.mean, dtype=torch.float32)
+    one_for_all = headed.head.homogeneous @ (torch.linalg.pinv(headed.head.homogeneous[headed.head.ict.surrey_vertices]) @ mean_face)
+    error_one_for_all = (one_for_all[headed.head.ict.surrey_vertices] - headed.shapes).norm(dim=-1).mean(1)
+    assert (error < 5.0).all() and (error < error_one_for_all).all()  # mm: each photo's own fit follows its face
+
+
+def test_head_is_drawn_behind_the_face_and_leaves_targets_alone(with_and_without_head):
+    headed, bare = with_and_without_head
+    for yaw in (10, 60, 90):
+        a = headed.sample(4, seed=yaw, yaw=yaw, camera_effects=False)
+        b = bare.sample(4, seed=yaw, yaw=yaw, camera_effects=False)
+        for field in ("mask", "depth", "landmarks", "vertices", "pose"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (yaw, field)
+        face = a.mask[:, None].expand_as(a.image)
+        assert torch.equal(a.image[face], b.image[face])  # the head never covers the face
+        changed = float((a.image != b.image).any(1).float().mean())
+        if yaw < 15:
+            assert changed == 0.0  # small turns keep the photo's own head
+        else:
+            assert changed > 0.05, yaw  # ears, neck and scalp appear around the face

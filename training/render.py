@@ -28,6 +28,14 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     return F.normalize(normals, dim=-1)
 
 
+def facing_camera(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """(b, t) bool: the triangles of (b, n, 3) crop-pixel vertices (x right, y down) that face the camera,
+    for meshes wound outwards."""
+    corners = vertices[:, triangles]  # (b, t, 3, 3)
+    edge1, edge2 = corners[:, :, 1, :2] - corners[:, :, 0, :2], corners[:, :, 2, :2] - corners[:, :, 0, :2]
+    return edge1[..., 0] * edge2[..., 1] - edge1[..., 1] * edge2[..., 0] < 0
+
+
 def splat(
     vertices: torch.Tensor,
     triangles: torch.Tensor,

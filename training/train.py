@@ -83,6 +83,7 @@ config = dict(
     real_sets="",  # comma-separated labelled sets to use ('' = every SET.npz in real_labels)
     real_fraction=0.3,  # share of each batch drawn from the real photos
     real_original=0.3,  # share of real samples shown as photographed (the rest are profiled views)
+    real_head=0,  # 1: an ICT FaceKit head (--ict) behind profiled real faces (ears, neck, scalp; sources/real.py), 0: none
     texture_fraction=0.3,  # share of synthetic faces wearing a real photo's skin (with --real-labels)
     ict_fraction=0.0,  # share of each batch rendered from ICT FaceKit heads (sources/ict.py), taken from the Surrey share
     ict="",  # the ICT head: a folder with model.npz (the data set's, or training/ict_head.py's pack) or the file ('' = ../shared/data/ict-face)
@@ -262,7 +263,8 @@ def build_sources(cfg: dict):
     if cfg["real_labels"]:
         sets = [name for name in cfg["real_sets"].split(",") if name] or None
         real = RealFaces.from_folder(model, cfg["real_labels"], cfg["real_photos"], "train", sets=sets, device=cfg["device"],
-                                     original_fraction=cfg["real_original"])
+                                     original_fraction=cfg["real_original"],
+                                     head=load_head(cfg["ict"] or ICT_DEFAULT_DIR) if cfg["real_head"] else None)
         textures = real.textures() if cfg["texture_fraction"] > 0 else None
         source = SyntheticFaces(model, photos, device=cfg["device"], textures=textures, texture_fraction=cfg["texture_fraction"])
         source = Mixture([source, real], [1 - cfg["real_fraction"], cfg["real_fraction"]])

@@ -44,7 +44,7 @@ from training.ict_head import (
     DEFAULT_DIR, EYE_SOCKETS, EYEBALLS, GUMS_TONGUE, IRISES, MOUTH_SOCKET, TEETH, IctHead, distance_to_outline,
     in_surrey_frame, load_head, surrey_correspondence,
 )
-from training.render import splat, vertex_normals
+from training.render import facing_camera, splat, vertex_normals
 from training.sfm import SurreyModel
 from training.sources import Batch
 from training.sources.synthetic import (
@@ -251,10 +251,7 @@ class IctFaces:
         inside = (self.kind >= KINDS["mouth"]) & (self.kind <= KINDS["gums"])
         colours = colours * torch.where(inside, 0.45, 1.0)[None, :, None]  # the mouth and sockets get little light
         neck_cut = self.chin_height - 15 - 90 * rand(b, 1)
-        corners = crop[:, self.triangles]  # (b, t, 3, 3)
-        edge1, edge2 = corners[:, :, 1, :2] - corners[:, :, 0, :2], corners[:, :, 2, :2] - corners[:, :, 0, :2]
-        facing = edge1[..., 0] * edge2[..., 1] - edge1[..., 1] * edge2[..., 0] < 0
-        keep = facing & (self.triangle_low[None] > neck_cut)
+        keep = facing_camera(crop, self.triangles) & (self.triangle_low[None] > neck_cut)
         attributes = torch.cat([colours, self.footprint.float()[None, :, None].expand(b, -1, 1)], -1)
         rendered, zbuffer, covered = splat(crop, self.triangles, attributes, s, self.subdivisions, keep)
         face = (rendered[:, 3:4] > 0.5).float()
@@ -296,11 +293,7 @@ class IctFaces:
         hair_tone = rand(b, 1)
         hair_colour = torch.where(rand(b, 1) < 0.75, torch.tensor([0.12, 0.08, 0.05], device=dev) * (0.4 + 2 * hair_tone),
                                   rand(b, 3) * 0.8 + 0.1)
-        model = self.neutral[None]
-        hairline = self.brow_height + 30 + 40 * rand(b, 1) - (0.55 + 0.25 * rand(b, 1)) * (self.front - model[..., 2]).clamp_min(0)
-        hair_w = torch.sigmoid((model[..., 1] - hairline) / 3) * (~self.footprint) * (self.kind == KINDS["skin"])
-        hair_w = (hair_w * (rand(b, 1) > 0.15))[..., None]
-        strands = 0.75 + 0.5 * torch.sigmoid(self.hair_basis @ torch.randn(b, 16, 1, generator=g, device=dev))
+        hair_w, strands = self.hair(b, g)
         albedo = albedo * (1 - hair_w) + hair_colour[:, None] * strands * hair_w
 
         # Inside the mouth and the eyes.
@@ -319,6 +312,18 @@ class IctFaces:
         for name, colour in colour_of.items():
             albedo = torch.where((kind == KINDS[name])[None, :, None], colour, albedo)
         return albedo, hair_colour
+
+    def hair(self, b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the scalp has hair (b, n, 1) in [0, 1], above a random hairline that falls from the forehead
+        to the nape (15 % bald), and the strands' brightness (b, n, 1) to multiply the hair colour by."""
+        dev = self.device
+        rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+        model = self.neutral[None]
+        hairline = self.brow_height + 30 + 40 * rand(b, 1) - (0.55 + 0.25 * rand(b, 1)) * (self.front - model[..., 2]).clamp_min(0)
+        hair_w = torch.sigmoid((model[..., 1] - hairline) / 3) * (~self.footprint) * (self.kind == KINDS["skin"])
+        hair_w = (hair_w * (rand(b, 1) > 0.15))[..., None]
+        strands = 0.75 + 0.5 * torch.sigmoid(self.hair_basis @ torch.randn(b, 16, 1, generator=g, device=dev))
+        return hair_w, strands
 
     def _compose(self, head, covered, marks, hair_colour, g) -> torch.Tensor:
         """The rendered head over hair volume, clothes and background; hair locks, a hand or an object on top."""

@@ -8,7 +8,11 @@ pixels. Every point of the turned surface takes the colour that the photo shows 
 point in the original pose; points the photo does not see (the far side) take the colour at their
 mirror point (Surrey symmetry list). The photo's original face region is filled from its
 surroundings (a coarse normalised blur) before the turned face is drawn over it, so no ghost of the
-old face remains. Hair, ears and background stay as they were.
+old face remains. With an ICT FaceKit head (`head`, see HeadBehind), faces turned by 15° or more get
+a head behind them: ears, neck, and a hair-coloured scalp, turned with the face; otherwise, and where
+the head does not reach, the photo's hair, ears and background stay as they were. Where the stored
+source crop runs beyond the photo (tight face crops), it is filled from the photo's edge once at
+loading, so a turn never shows a black frame.
 
 Targets (depth, mask, landmarks, vertices) come from the same splat and crop rule as the synthetic
 source, so voxels, network and loop are untouched. Everything after loading runs in torch on the
@@ -27,13 +31,18 @@ import torch.nn.functional as F
 from facevox.crop import crop_matrix
 from training.correspondence import symmetry
 from training.fit import project
-from training.render import splat, vertex_normals
+from training.ict_head import IctHead
+from training.render import facing_camera, splat, vertex_normals
 from training.sfm import SurreyModel
 from training.sources import Batch
+from training.sources.ict import KINDS, IctFaces
 from training.sources.synthetic import apply_crop, close_mouth, crop_transform, degrade, rotation_matrices
 
 SOURCE_ZOOM = 1.35  # the stored source crop covers this much more than the network crop
 FLIP = torch.tensor([1.0, -1.0, -1.0])
+HEAD_MIN_TURN = 15.0  # degrees: faces turned less than this keep the photo's own head, ears and hair
+HAIR_FALLBACK, HAIR_MIN_POINTS = (0.20, 0.13, 0.08), 50  # dark brown where a photo shows under 50 scalp points
+HEAD_SEED = 7_919  # the head behind a profiled face draws from its own generator, seeded seed + this
 
 
 def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -50,6 +59,18 @@ def push_pull(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return image * known + up * (1 - known)
 
 
+def fill_outside(sources: torch.Tensor, inside: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """(N, 3, S, S) uint8 source crops with the pixels beyond their photo (inside (N, 1, S, S) uint8 < 255:
+    black from the warp) filled from the photo's own edge by push-pull, so no turn shows a black frame."""
+    out = []
+    for start in range(0, len(sources), chunk):
+        image, known = sources[start : start + chunk].float(), inside[start : start + chunk].float() / 255
+        known = (known > 0.999).float()  # edge pixels blended with the black border count as outside
+        filled = push_pull(image, known)
+        out.append(filled.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
 def texture_weights(own: torch.Tensor, mirror: torch.Tensor):
     """Blend weights of a surface point's own photo colour and its mirror point's, from how squarely the
     photo sees each (0–1): grazing views (< 0.25) count for nothing, the own side is preferred."""
@@ -61,8 +82,9 @@ class RealFaces:
 
     def __init__(self, model: SurreyModel, images: list[np.ndarray], labels: dict, device="cpu", size: int = 192,
                  volume_depth: int = 200, max_yaw: float = 90.0, original_fraction: float = 0.3,
-                 source_size: int = 224, sfm_folder: Path | None = None):
-        """images: RGB uint8 photos; labels: arrays as training.label_real.load_labels gives them (same order)."""
+                 source_size: int = 224, sfm_folder: Path | None = None, head: IctHead | str | Path | None = None):
+        """images: RGB uint8 photos; labels: arrays as training.label_real.load_labels gives them (same order);
+        head: the ICT FaceKit head (or its model.npz / training pack) drawn behind profiled faces, None for none."""
         self.device, self.size, self.volume_depth = torch.device(device), size, volume_depth
         self.max_yaw, self.original_fraction, self.source_size = max_yaw, original_fraction, source_size
         tensor = lambda a, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
@@ -71,7 +93,7 @@ class RealFaces:
         self.mirror = tensor(symmetry(model, sfm_folder), torch.long)
         # Pivot of the head turn: between the ears (mid-point of the jaw ends), model frame.
         self.pivot = tensor(model.mean[model.landmarks[[0, 16]]].mean(0) * [0.0, 1.0, 1.0])
-        sources, shapes, placed, rotations, poses, zooms = [], [], [], [], [], []
+        sources, inside, shapes, placed, rotations, poses, zooms = [], [], [], [], [], [], []
         for i, image in enumerate(images):
             shape = model.shape(labels["identity"][i].astype(np.float64), labels["expression"][i].astype(np.float64))
             rotation = labels["rotation"][i].astype(np.float64)
@@ -80,6 +102,8 @@ class RealFaces:
             matrix = crop_matrix(np.r_[marks.min(0), marks.max(0)], source_size, zoom=SOURCE_ZOOM)
             sources.append(cv2.warpAffine(image, matrix, (source_size, source_size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT))
+            inside.append(cv2.warpAffine(np.full(image.shape[:2], 255, np.uint8), matrix, (source_size, source_size),
+                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
             zoom = matrix[0, 0]
             zooms.append(zoom * float(labels["scale"][i]))  # source pixels per mm
             placed.append(np.column_stack([in_photo[:, :2] @ matrix[:, :2].T + matrix[:, 2], in_photo[:, 2] * zoom]))
@@ -87,7 +111,8 @@ class RealFaces:
             rotations.append(rotation)
             poses.append(labels["pose"][i])
         self.count = len(sources)
-        self.sources = tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2)  # (N, 3, S, S)
+        inside = tensor(np.stack(inside), torch.uint8)[:, None]  # (N, 1, S, S) 255 where the photo reaches
+        self.sources = fill_outside(tensor(np.stack(sources), torch.uint8).permute(0, 3, 1, 2), inside)  # (N, 3, S, S)
         self.shapes = tensor(np.stack(shapes))  # (N, n, 3) model frame, mm
         self.placed = tensor(np.stack(placed))  # (N, n, 3) source-crop pixels, original pose
         self.rotations = tensor(np.stack(rotations))
@@ -95,6 +120,7 @@ class RealFaces:
         self.zooms = tensor(np.array(zooms))
         self.quality = torch.cat([self._visibility(self.placed[i : i + 64]) for i in range(0, self.count, 64)])
         self.skin = self._skin()
+        self.head = None if head is None else HeadBehind(self, model, head, inside)
 
     @classmethod
     def from_folder(cls, model: SurreyModel, labels_dir, photo_root, split: str = "train", sets=None, **kwargs):
@@ -160,7 +186,9 @@ class RealFaces:
             out.append((own * good).sum(1) / good.sum(1).clamp_min(1))
         return torch.cat(out)
 
-    def sample(self, batch_size: int, seed: int) -> Batch:
+    def sample(self, batch_size: int, seed: int, yaw: float | None = None, camera_effects: bool = True) -> Batch:
+        """A batch; yaw (degrees, optional): turn every face to ±yaw (its side drawn as usual) instead of
+        a random yaw, all of them profiled (for previews and checks); camera_effects: degrade the images."""
         g = torch.Generator(device=self.device).manual_seed(seed)
         b, s, dev = batch_size, self.size, self.device
         rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
@@ -174,7 +202,9 @@ class RealFaces:
         side = torch.where(rand(b) < 0.2, -side, side)
         start = torch.where(side == torch.sign(yaw0), yaw0.abs(), torch.zeros_like(yaw0))
         magnitude = start + (self.max_yaw - start).clamp_min(0) * (0.25 + 0.75 * rand(b))
-        yaw1 = torch.where(keep, yaw0, side * magnitude.clamp(max=self.max_yaw))
+        if yaw is not None:
+            keep, magnitude = torch.zeros_like(keep), torch.full_like(magnitude, float(yaw))
+        yaw1 = torch.where(keep, yaw0, side * magnitude.clamp(max=self.max_yaw if yaw is None else 90.0))
         delta = yaw1 - yaw0
 
         # Turn the fitted shape about the pivot; the photo frame keeps its scale (source pixels per mm).
@@ -184,6 +214,12 @@ class RealFaces:
         zoom = self.zooms[index]
         centred = shapes - self.pivot
         placed1 = placed0 + zoom[:, None, None] * ((centred @ (rotation1 - rotation0).transpose(1, 2)) * FLIP.to(dev))
+
+        if self.head is not None:  # its own random draws, so the rest of the batch is the same without it
+            head_g = torch.Generator(device=dev).manual_seed(seed + HEAD_SEED)
+            head_model = self.head.shapes(index)
+            head_placed = placed0[:, :1] + zoom[:, None, None] * (
+                ((head_model - self.pivot) @ rotation1.transpose(1, 2) - (centred[:, :1] @ rotation0.transpose(1, 2))) * FLIP.to(dev))
 
         # The crop rule on the turned face's landmarks (with jitter); the original face in the same crop.
         centre, scale = crop_transform(placed1[:, self.landmarks], g, s)
@@ -207,13 +243,20 @@ class RealFaces:
         face = (own * w_own + mirrored * w_mir + skin * 1e-3) / (w_own + w_mir + 1e-3)
         face, depth, closed = close_mouth(face, depth, mask)
 
-        # Background: the photo with its original face filled in from around it.
+        # Background: the photo with its original face filled in from around it; the head behind the face.
         _, _, mask0 = splat(crop0, self.triangles, torch.zeros_like(crop0[..., :1]), s, subdivisions=4)
         old_face = F.max_pool2d(mask0[:, None].float(), 9, 1, 4) > 0.5
         background = push_pull(photo, (~old_face).float())
-        turned_image = torch.where(mask[:, None], face, background)
+        if self.head is not None:
+            xy = (head_placed[..., :2] - centre[:, None]) * scale[:, None, None] + (s - 1) / 2
+            z = (head_placed[..., 2:] - placed1[..., 2:].mean(1, keepdim=True)) * scale[:, None, None] + self.volume_depth / 2
+            turned = ~keep & (delta.abs() >= HEAD_MIN_TURN)  # small turns keep the photo's own head
+            head_image, head_covered = self.head.render(index, torch.cat([xy, z], -1), turned, head_g)
+            background = torch.where(head_covered[:, None], head_image, background)
+        turned_image = torch.where(closed[:, None], face, background)
         image = torch.where(keep[:, None, None, None], photo, turned_image)
-        image = degrade(image, g)
+        if camera_effects:
+            image = degrade(image, g)
 
         mask = closed
         pose = torch.stack([yaw1, pitch, roll], -1)
@@ -226,6 +269,89 @@ class RealFaces:
             crop1 = torch.where(flip[:, None, None], mirrored_crop, crop1)
             pose = torch.where(flip[:, None], pose * torch.tensor([-1.0, 1.0, -1.0], device=dev), pose)
         return Batch(image=image, depth=depth, mask=mask, landmarks=crop1[:, self.landmarks], pose=pose, vertices=crop1)
+
+
+class HeadBehind:
+    """The ICT FaceKit head behind a profiled face: ears, neck, back and top of the head of each photo.
+
+    The head (training.sources.ict.IctFaces' refined mesh, in the Surrey model's frame) is placed on each
+    photo's fitted Surrey shape by the affine map that best takes its vertices at the Surrey vertices
+    (training.ict_head.surrey_correspondence) onto that shape; it then turns with the face. Skin is the
+    photo's mean face colour, shaded as the photo's face is lit (a per-photo fit of brightness against
+    the face's normals, constant + linear); the scalp above a random hairline (IctFaces.hair) takes the
+    hair colour the photo shows on the head's scalp in the original pose (median; a dark brown where the
+    photo does not reach the scalp). Only skin is drawn,
+    triangles facing the camera, the neck cut at a random height; the face is drawn over it, so the head
+    never covers the face and the targets stay the face's (as for the ICT source: no ears, neck or scalp).
+    """
+
+    def __init__(self, real: "RealFaces", model: SurreyModel, head: IctHead | str | Path, inside: torch.Tensor):
+        """inside (N, 1, S, S) uint8: 255 where the source crops hold photo pixels (not filled ones)."""
+        self.ict = ict = IctFaces(model, head, device=real.device, size=real.size, volume_depth=real.volume_depth)
+        dev, self.skin = real.device, real.skin
+        ones = torch.ones(len(ict.neutral), 1, device=dev)
+        self.homogeneous = torch.cat([ict.neutral, ones], -1)  # (n, 4)
+        # Affine (N, 4, 3) from the head's frame to each photo's fitted shape, least squares over the Surrey vertices.
+        self.affine = torch.linalg.pinv(self.homogeneous[ict.surrey_vertices]) @ real.shapes
+        skin = ict.kind == KINDS["skin"]
+        self.skin_triangles = skin[ict.triangles].all(1)
+        self.light, self.hair_colour = [], []
+        scalp = skin & ~ict.footprint & (ict.neutral[:, 1] > ict.brow_height + 45)
+        for start in range(0, real.count, 64):
+            index = torch.arange(start, min(start + 64, real.count), device=dev)
+            self.light.append(self._fit_light(real, index))
+            self.hair_colour.append(self._hair_colour(real, index, scalp, inside[index]))
+        self.light, self.hair_colour = torch.cat(self.light), torch.cat(self.hair_colour)
+
+    def shapes(self, index: torch.Tensor) -> torch.Tensor:
+        """(b, n, 3) the head on photos `index`'s fitted shapes, model frame (mm)."""
+        return self.homogeneous @ self.affine[index]
+
+    @staticmethod
+    def _fit_light(real: "RealFaces", index: torch.Tensor) -> torch.Tensor:
+        """(b, 4) brightness ≈ c0 + c · normal over each photo's squarely seen face vertices (placed frame),
+        divided by the mean brightness there (so it shades the mean skin colour)."""
+        placed = real.placed[index]
+        brightness = real._sample_source(index, placed[..., :2]).mean(1)  # (b, n)
+        normals = vertex_normals(placed, real.triangles)
+        design = torch.cat([torch.ones_like(normals[..., :1]), normals], -1)  # (b, n, 4)
+        weight = (real.quality[index] > 0.5).float()[..., None]
+        normal_eq = (design * weight).transpose(1, 2) @ design + 1e-3 * torch.eye(4, device=placed.device)
+        coefficients = torch.linalg.solve(normal_eq, (design * weight).transpose(1, 2) @ brightness[..., None])[..., 0]
+        mean = (brightness[..., None] * weight).sum(1) / weight.sum(1).clamp_min(1)
+        return coefficients / mean.clamp_min(1e-3)
+
+    def _hair_colour(self, real: "RealFaces", index: torch.Tensor, scalp: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        """(b, 3) median photo colour on the head's scalp where it faces the camera in the original pose and
+        the photo reaches; HAIR_FALLBACK where fewer than HAIR_MIN_POINTS such points exist."""
+        placed = real.placed[index, :1] + real.zooms[index, None, None] * (
+            ((self.shapes(index) - real.shapes[index, :1]) @ real.rotations[index].transpose(1, 2)) * FLIP.to(real.device))
+        colours = real._sample_source(index, placed[..., :2])  # (b, 3, n)
+        grid = ((placed[..., :2] + 0.5) / real.source_size * 2 - 1)[:, :, None]
+        in_photo = F.grid_sample(inside.float() / 255, grid, align_corners=False)[:, 0, :, 0] > 0.99
+        facing = -vertex_normals(placed, self.ict.triangles)[..., 2] > 0.3
+        chosen = facing & scalp & in_photo
+        masked = torch.where(chosen[:, None], colours, torch.full_like(colours, float("nan")))
+        median = masked.nanmedian(-1).values
+        fallback = torch.tensor(HAIR_FALLBACK, device=colours.device).expand_as(median)
+        return torch.where((chosen.sum(1) >= HAIR_MIN_POINTS)[:, None], median, fallback)
+
+    def render(self, index: torch.Tensor, crop: torch.Tensor, drawn: torch.Tensor, g: torch.Generator):
+        """The head's image (b, 3, s, s) and coverage (b, s, s) from its crop-space vertices (b, n, 3), of
+        photos `index`; samples where drawn (b,) is False come out empty."""
+        ict, b, dev = self.ict, len(index), crop.device
+        if not drawn.any():
+            return torch.zeros(b, 3, ict.size, ict.size, device=dev), torch.zeros(b, ict.size, ict.size, dtype=torch.bool, device=dev)
+        rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)
+        hair_w, strands = ict.hair(b, g)
+        albedo = self.skin[index][:, None] * (1 - hair_w) + self.hair_colour[index][:, None] * strands * hair_w
+        normals = vertex_normals(crop, ict.triangles)
+        light = self.light[index]
+        shade = (light[:, None, :1] + (normals * light[:, None, 1:]).sum(-1, keepdim=True)).clamp(0.25, 1.4)
+        neck_cut = ict.chin_height - 15 - 90 * rand(b, 1)
+        keep = facing_camera(crop, ict.triangles) & self.skin_triangles[None] & (ict.triangle_low[None] > neck_cut) & drawn[:, None]
+        image, _, covered = splat(crop, ict.triangles, (albedo * shade).clamp(0, 1), ict.size, ict.subdivisions, keep)
+        return image, covered
 
 
 class Mixture:
