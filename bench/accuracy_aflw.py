@@ -1,7 +1,7 @@
 """21-point accuracy on real turned faces: AFLW crops with human-labelled points.
 
     PYTHONPATH=src:. python -m bench.accuracy_aflw [--data ../shared/data/aflw-faces] \\
-        [--model src/facevox/models/vrn-hg2-w192.onnx] [--no-mirror] [--limit N] \\
+        [--model src/facevox/models/vrn-hg2-w192.onnx] [--candidate NEW.onnx] [--no-mirror] [--limit N] \\
         [--out bench/results/accuracy_aflw.json]
 
 Photos
@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, point_errors, score_by_bin, stratified
+from bench.aflw import YAW_BINS, Systems, box_of, point_errors, score_by_bin, stratified
 from bench.aflw21 import MeanHead, aflw21
 from training.label_real import prepare
 
@@ -57,6 +57,7 @@ def main():
     parser.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     parser.add_argument("--no-mirror", action="store_true", help="facevox without the mirrored second pass")
     parser.add_argument("--limit", type=int, default=0, help="a fixed subset of about N crops, N/3 per yaw bin (0 = all)")
+    parser.add_argument("--candidate", default=None, help="another ONNX model, run beside the first as the system 'candidate'")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy_aflw.json"))
     args = parser.parse_args()
@@ -66,8 +67,8 @@ def main():
         names, truth, yaws = [str(n) for n in labels["names"]], labels["points"].astype(np.float64), labels["yaw"].astype(np.float64)
     chosen = stratified(yaws, args.limit)
     head = MeanHead.from_ict()
-    systems = Systems(args.model, mirror=not args.no_mirror, threads=args.threads or None)
-    errors = {s: np.full((len(chosen), 21), np.nan) for s in SYSTEMS}
+    systems = Systems(args.model, mirror=not args.no_mirror, threads=args.threads or None, candidate=args.candidate)
+    errors = {s: np.full((len(chosen), 21), np.nan) for s in systems.names}
     started = time.time()
     for k, i in enumerate(chosen):
         crop = cv2.imread(str(folder / "images" / names[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
@@ -83,7 +84,7 @@ def main():
     results = {
         "data": "aflw-faces", "crops": len(chosen),
         "subset": f"stratified by yaw bin, {len(chosen) // len(YAW_BINS)} per bin (--limit {args.limit})" if args.limit else "all",
-        "model": args.model or "shipped", "mirror": not args.no_mirror, "pad": PAD,
+        "model": args.model or "shipped", "candidate": args.candidate, "mirror": not args.no_mirror, "pad": PAD,
         "systems": score(errors, yaws[chosen]),
         "seconds_per_crop": {s: round(t / max(len(chosen), 1), 3) for s, t in systems.seconds.items()},
         "seconds": round(time.time() - started, 1),
@@ -93,7 +94,7 @@ def main():
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    for system in SYSTEMS:
+    for system in systems.names:
         r = results["systems"][system]
         print(system, "found", r["found"], "mean of bins", r["mean_of_bins"],
               {b: r["by_bin"][b]["nme"].get("mean") for b in YAW_BINS})

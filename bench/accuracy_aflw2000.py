@@ -1,7 +1,7 @@
 """68-point accuracy on real photos with 3D-convention landmarks: AFLW2000-3D's development part.
 
     PYTHONPATH=src:. python -m bench.accuracy_aflw2000 [--data ../shared/data/aflw2000-dev] \\
-        [--model src/facevox/models/vrn-hg2-w192.onnx] [--no-mirror] [--limit N] \\
+        [--model src/facevox/models/vrn-hg2-w192.onnx] [--candidate NEW.onnx] [--no-mirror] [--limit N] \\
         [--out bench/results/accuracy_aflw2000.json] [--points cache/aflw2000_points.npz]
 
 Photos
@@ -39,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.aflw import SYSTEMS, YAW_BINS, Systems, box_of, group_nme, point_errors, score_by_bin, stratified
+from bench.aflw import YAW_BINS, Systems, box_of, group_nme, point_errors, score_by_bin, stratified
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +71,7 @@ def main():
     parser.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     parser.add_argument("--no-mirror", action="store_true", help="facevox without the mirrored second pass")
     parser.add_argument("--limit", type=int, default=0, help="a fixed subset of about N photos, N/3 per yaw bin (0 = all)")
+    parser.add_argument("--candidate", default=None, help="another ONNX model, run beside the first as the system 'candidate'")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy_aflw2000.json"))
     parser.add_argument("--points", default=str(ROOT / "cache" / "aflw2000_points.npz"), help="where to keep the points ('' = nowhere)")
@@ -79,8 +80,8 @@ def main():
     folder = Path(args.data)
     names, truth, yaws = load(folder)
     chosen = stratified(yaws, args.limit)
-    systems = Systems(args.model, mirror=not args.no_mirror, threads=args.threads or None)
-    points = {s: np.full((len(chosen), 68, 3), np.nan) for s in SYSTEMS}
+    systems = Systems(args.model, mirror=not args.no_mirror, threads=args.threads or None, candidate=args.candidate)
+    points = {s: np.full((len(chosen), 68, 3), np.nan) for s in systems.names}
     started = time.time()
     for k, i in enumerate(chosen):
         image = cv2.imread(str(folder / "images" / names[i]), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
@@ -90,10 +91,10 @@ def main():
         if (k + 1) % 50 == 0:
             print(f"{k + 1}/{len(chosen)} photos, {time.time() - started:.0f} s", flush=True)
 
-    errors = {s: np.stack([point_errors(p, truth[i]) for p, i in zip(points[s], chosen)]) for s in SYSTEMS}
+    errors = {s: np.stack([point_errors(p, truth[i]) for p, i in zip(points[s], chosen)]) for s in systems.names}
     results = {
         "data": "aflw2000-dev", "photos": len(chosen), "subset": f"stratified, {args.limit} asked" if args.limit else "all",
-        "model": args.model or "shipped", "mirror": not args.no_mirror,
+        "model": args.model or "shipped", "candidate": args.candidate, "mirror": not args.no_mirror,
         "systems": score(errors, yaws[chosen]),
         "seconds_per_photo": {s: round(t / max(len(chosen), 1), 3) for s, t in systems.seconds.items()},
         "seconds": round(time.time() - started, 1),
@@ -106,7 +107,7 @@ def main():
     if args.points:
         Path(args.points).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.points, names=np.array(names)[chosen], yaw=yaws[chosen], **points)
-    for system in SYSTEMS:
+    for system in systems.names:
         r = results["systems"][system]
         print(system, "found", r["found"], "mean of bins", r["mean_of_bins"],
               {b: r["by_bin"][b]["nme"].get("mean") for b in YAW_BINS})

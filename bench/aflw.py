@@ -117,29 +117,35 @@ def score_by_bin(per_face: dict, found: dict, yaws: np.ndarray, details=lambda s
 
 
 class Systems:
-    """facevox, MediaPipe's face mesh and the classic peer, loaded once; `__call__` runs them on a photo."""
+    """facevox, MediaPipe's face mesh and the classic peer (and, with `candidate`, facevox with another
+    model beside the first, for a side-by-side run), loaded once; `__call__` runs them on a photo."""
 
-    def __init__(self, model_path: str | None = None, mirror: bool = True, threads: int | None = None, max_faces: int = 4):
+    def __init__(self, model_path: str | None = None, mirror: bool = True, threads: int | None = None, max_faces: int = 4,
+                 candidate: str | None = None):
         import facevox
         from training import sfm
         from training.correspondence import load_table
         from training.mediapipe_points import FaceMeshPoints  # imports mediapipe only when built
 
-        self.recon = facevox.Reconstructor(model_path, settings=facevox.Settings(mirror=mirror), threads=threads)
+        settings = facevox.Settings(mirror=mirror)
+        self.recons = {"facevox": facevox.Reconstructor(model_path, settings=settings, threads=threads)}
+        if candidate:
+            self.recons["candidate"] = facevox.Reconstructor(candidate, settings=settings, threads=threads)
+        self.names = SYSTEMS + (("candidate",) if candidate else ())
         self.sfm = sfm.load()
         self.face_mesh = FaceMeshPoints(max_faces=max_faces)
         self.point_ids, self.vertex_ids = load_table()
-        self.seconds = {name: 0.0 for name in SYSTEMS}
+        self.seconds = {name: 0.0 for name in self.names}
 
-    def facevox(self, image: np.ndarray) -> list[np.ndarray]:
+    def facevox(self, image: np.ndarray, name: str = "facevox") -> list[np.ndarray]:
         from facevox.errors import NoFaceError
 
         started = time.perf_counter()
         try:
-            faces = self.recon(image)
+            faces = self.recons[name](image)
         except NoFaceError:
             faces = []
-        self.seconds["facevox"] += time.perf_counter() - started
+        self.seconds[name] += time.perf_counter() - started
         return [f.landmarks_3d for f in faces if len(f.mesh.vertices)]
 
     def mediapipe(self, image: np.ndarray) -> list[np.ndarray]:
@@ -176,4 +182,8 @@ class Systems:
         faces = self.mediapipe(image)
         i = match([compared(f) for f in faces], truth_box)
         found["mediapipe"] = None if i is None else faces[i]
+        if "candidate" in self.recons:
+            faces = self.facevox(image, "candidate")
+            i = match([compared(f) for f in faces], truth_box)
+            found["candidate"] = None if i is None else faces[i]
         return found
