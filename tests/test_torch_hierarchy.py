@@ -136,8 +136,9 @@ def test_server_batch_step_on_a_hierarchical_model(tiny_model, crops):
 
 @pytest.mark.needs_detector
 def test_batch_with_a_shared_network_process_runs_a_hierarchical_model(tiny_model, tmp_path):
-    """`facevox batch --device cpu` (the shared network process) on a hierarchical model, solid included,
-    against the onnxruntime runtime's reconstruction of the same photo."""
+    """`facevox batch --device cpu` (the shared network process) and a Reconstructor with the torch network
+    in it (Ray's --gpus-per-worker) on a hierarchical model, solid included, against the onnxruntime
+    runtime's reconstruction of the same photo."""
     import facevox
     from facevox.batch.network_server import NetworkClient, NetworkServer
 
@@ -145,8 +146,10 @@ def test_batch_with_a_shared_network_process_runs_a_hierarchical_model(tiny_mode
     settings = facevox.Settings(mesh="surface", refine=False, min_evidence=0.0, solid=True)
     want = facevox.Reconstructor(tiny_model, settings=settings)(photo)
     with NetworkServer(tiny_model, device="cpu", slots=1, volume=True) as server:
-        got = facevox.Reconstructor(tiny_model, settings=settings, network=NetworkClient(server.handle))(photo)
-    assert len(got) == len(want) >= 1
-    assert np.abs(got[0].landmarks_3d - want[0].landmarks_3d).max() < 0.05
-    for mesh, want_mesh in [(got[0].mesh, want[0].mesh), (got[0].extras["solid"], want[0].extras["solid"])]:
-        assert len(mesh.triangles) > 100 and abs(len(mesh.vertices) - len(want_mesh.vertices)) <= 0.01 * len(want_mesh.vertices)
+        shared = facevox.Reconstructor(tiny_model, settings=settings, network=NetworkClient(server.handle))(photo)
+    within = facevox.Reconstructor(tiny_model, settings=settings, network=torch_network(tiny_model, device="cpu"))(photo)
+    for got in (shared, within):
+        assert len(got) == len(want) >= 1
+        assert np.abs(got[0].landmarks_3d - want[0].landmarks_3d).max() < 0.05
+        for mesh, want_mesh in [(got[0].mesh, want[0].mesh), (got[0].extras["solid"], want[0].extras["solid"])]:
+            assert len(mesh.triangles) > 100 and abs(len(mesh.vertices) - len(want_mesh.vertices)) <= 0.01 * len(want_mesh.vertices)
