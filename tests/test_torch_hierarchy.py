@@ -153,3 +153,36 @@ def test_batch_with_a_shared_network_process_runs_a_hierarchical_model(tiny_mode
         assert np.abs(got[0].landmarks_3d - want[0].landmarks_3d).max() < 0.05
         for mesh, want_mesh in [(got[0].mesh, want[0].mesh), (got[0].extras["solid"], want[0].extras["solid"])]:
             assert len(mesh.triangles) > 100 and abs(len(mesh.vertices) - len(want_mesh.vertices)) <= 0.01 * len(want_mesh.vertices)
+
+
+def test_device_front_depth_and_volume_are_the_hierarchys():
+    """TorchHierarchy's front depth and volumes against facevox.hierarchy.Hierarchy's on two planted faces:
+    test_hierarchy's (finest blocks that find the face, and one that finds nothing where the prior had
+    it), and one with blocks at every level."""
+    from test_hierarchy import GRIDS, SIZE as PLANTED_SIZE, blocks, plane
+
+    from facevox.hierarchy import Hierarchy
+    from facevox.torch_volume import TorchHierarchy
+
+    empty = blocks(np.zeros((0, 3)), np.zeros((0, 17, 16, 16)))
+    first = Hierarchy(PLANTED_SIZE, GRIDS, plane(20.3, 1, 0, 32, side=32),
+                      [empty, empty, blocks([[32, 0, 0], [32, 0, 16], [32, 32, 32]], [plane(20.8, 3, 31, 17)] * 2 + [np.zeros((17, 16, 16))])])
+    second = Hierarchy(PLANTED_SIZE, GRIDS, plane(30.1, 1, 0, 32, side=32),
+                       [blocks([[0, 16, 16]], [plane(29.0, 1, -1, 17)]), blocks([[16, 32, 32]], [plane(29.6, 2, 15, 17)]),
+                        blocks([[48, 64, 64], [48, 0, 112]], [plane(29.9, 3, 47, 17), np.zeros((17, 16, 16))])])
+    trees = [first, second]
+    levels = []
+    for number in range(3):
+        parts = [tree.levels[number] for tree in trees]
+        sample = np.concatenate([np.full(len(part.origin), face) for face, part in enumerate(parts)])
+        levels.append(tuple(torch.from_numpy(a) for a in (sample, np.concatenate([p.origin for p in parts]),
+                                                          np.concatenate([p.probability for p in parts]))))
+    device = TorchHierarchy(PLANTED_SIZE, GRIDS, torch.from_numpy(np.stack([t.prior for t in trees]).astype(np.float32)), levels)
+    depth, mask = device.front_depth()
+    for face, tree in enumerate(trees):
+        want_depth, want_mask = tree.front_depth()
+        assert np.array_equal(mask[face].numpy(), want_mask) and not want_mask.all()
+        assert np.allclose(depth[face].numpy()[want_mask], want_depth[want_mask], atol=1e-4) and np.isinf(depth[face].numpy()[~want_mask]).all()
+        for level in (1, 2, 3):
+            assert np.allclose(device.volume(level)[face].numpy(), tree.volume(level), atol=1e-6)
+    assert [len(level.origin) for level in device.trees()[1].levels] == [1, 1, 2]
