@@ -1,8 +1,9 @@
 """One network process on a GPU, shared by the local engine's CPU workers (`facevox batch --device cuda`).
 
 Each worker keeps its whole Reconstructor but the network: a `NetworkClient` (VolumeModel's interface)
-hands its crops to the `NetworkServer` process, which owns the torch network (facevox.torch_volume.torch_network) on the device and runs the
-requests queued at that moment, up to max_batch, as one batch (it never waits for more). Data moves
+hands its crops to the `NetworkServer` process, which owns the torch network (`torch_volume.torch_network`)
+on the device and runs the requests queued at that moment, up to max_batch, as one batch (it never
+waits for more). Data moves
 through one shared-memory block with a slot per worker: a crop and its `surface` flag in; the 68
 landmarks (68, 3) out, found on the device (`facevox.torch_volume.landmarks_from_heatmaps`), and, where
 the flag asks for the surface (not for the first of the two passes, which needs only the landmarks),
