@@ -109,6 +109,19 @@ def test_landmarks_only_and_per_row_surfaces(tiny_model, crops):
     assert np.abs(heatmaps[1].numpy() - full[1].heatmaps).max() < 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_matches_cpu(tiny_model, crops, precision):
+    """On a GPU (not run here: written without one): the same blocks as on the CPU (this head refines
+    every octant, far below the caps) and nearly the same surface (TF32 or fp16 arithmetic)."""
+    want = TorchHierarchicalModel(tiny_model, device="cpu")(crops)
+    got = TorchHierarchicalModel(tiny_model, device="cuda", precision=precision)(crops)
+    for g, w in zip(got, want):
+        assert [len(level.origin) for level in g.hierarchy.levels] == [len(level.origin) for level in w.hierarchy.levels]
+        both = g.front[1] & w.front[1]
+        assert both.sum() >= 0.99 * w.front[1].sum() and np.median(np.abs(g.front[0][both] - w.front[0][both])) < 0.05
+
+
 def test_dense_class_refuses_a_hierarchical_model(tiny_model):
     with pytest.raises(ValueError, match="hierarchical"):
         TorchVolumeModel(tiny_model, device="cpu")
