@@ -11,6 +11,9 @@ ran), from the repository root (no install of facevox needed: the script puts sr
 DIR's photos are used as they are, repeated (through symlinks, so that each is a separate input) up
 to --count inputs. Without --photos, --count photos are made by tests/photos.py (needs matplotlib).
 On a CPU, as a smoke test: `python bench/gpu_throughput.py --device cpu --count 20 --out /tmp/gpu.json`.
+`--model hsp-hg2-w192` (or a hierarchical model's file) measures the hierarchical model (docs/hsp.md) the
+same way (facevox.torch_volume.TorchHierarchicalModel); the network alone then also gives the blocks a
+face it refined at each level on these crops.
 
 How the published figures were made on the lent H100 machine (it has OpenCV 5, without the Haar
 cascades, and a protobuf too new for MediaPipe): wheels fetched here with `pip download --no-deps
@@ -34,7 +37,7 @@ Measured, in this order:
     face: faces/s over the whole run (start-up included), after the first step, and while all
     workers were busy; the GPU's utilisation and the machine's CPU busy share meanwhile (nvidia-smi
     and /proc/stat, sampled every 0.5 s);
-  network: the server's batch step alone (`answer`: TorchVolumeModel forward, landmarks and front depth
+  network: the server's batch step alone (`answer`: the torch network's forward, landmarks and front depth
     on the device, outputs copied into host memory as the server does) and the forward alone, for a
     full pass and a landmarks-only pass (the first of a face's two), at several batch sizes, in the
     --precision of the end-to-end run (bench/network_formats.py compares the formats' speed and outputs);
@@ -152,7 +155,7 @@ def steady_faces_per_second(index) -> float | None:
 
 
 def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, reserve_core: bool, precision: str,
-               mirror: bool) -> dict:
+               mirror: bool, model: str | None = None) -> dict:
     """The local engine with the shared network process, timed; stage seconds per face from its index."""
     import pyarrow.compute as pc
 
@@ -161,7 +164,7 @@ def end_to_end(keys: list[str], root: str, out: str, device: str, workers: int, 
     from facevox.batch.network_server import split_cores
     from facevox.batch.store import open_store
 
-    options = Options(out=out, root=root, mirror=mirror)
+    options = Options(out=out, root=root, mirror=mirror, model=model)
     sampler = UsageSampler() if device.startswith("cuda") and shutil.which("nvidia-smi") else None
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
@@ -237,9 +240,9 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
     import torch
 
     from facevox.batch.network_server import answer, staging
-    from facevox.torch_volume import TorchVolumeModel
+    from facevox.torch_volume import torch_network
 
-    model = TorchVolumeModel(model_path, device, precision, mirror=mirror)
+    model = torch_network(model_path, device, precision, mirror=mirror)
     cuda = model.device.type == "cuda"
     torch.backends.cudnn.benchmark = False  # as the network process runs it
     buffers = staging(model.info, max(batch_sizes), "volume" in arrays, model.device)
@@ -258,7 +261,13 @@ def network_alone(model_path, device: str, arrays: dict, batch_sizes: list[int],
             row[f"forward_{kind}_ms"] = round(timed(forward) * 1e3, 2)
         step, compute = (row[f"{what}_full_ms"] + row[f"{what}_landmarks_ms"] for what in ("server_step", "forward"))
         rows.append(row | {"server_step_faces_per_second": round(size / step * 1e3, 1), "forward_faces_per_second": round(size / compute * 1e3, 1)})
-    return {"precision": precision, "mirror": mirror, "pinned_host_memory": cuda, "rows": rows}
+    result = {"precision": precision, "mirror": mirror, "pinned_host_memory": cuda, "rows": rows}
+    if "hierarchy" in model.info:  # what the head refined on these crops: the levels' cost follows it
+        size = max(batch_sizes)
+        with torch.inference_mode():
+            tree = model.forward(arrays["crops"][:size], True)[0]
+        result["blocks_per_face"] = [round(len(origin) / size, 1) for _, origin, _ in tree.levels]
+    return result
 
 
 def _client(handle, crops: np.ndarray, warmup: float, seconds: float, results) -> None:
@@ -323,7 +332,8 @@ def main() -> None:
     parser.add_argument("--workers", default=str(os.cpu_count()),
                         help="worker processes, or a comma-separated list: an end-to-end run and a network-process run for each")
     parser.add_argument("--batch-sizes", help="network alone; default 1,16,64 on CUDA, 1,4 on a CPU (and each --workers)")
-    parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it)")
+    parser.add_argument("--model", help="another ONNX model (a JSON of its sizes beside it), or a shipped model's name, e.g. "
+                                        "hsp-hg2-w192 (hierarchical: the network alone also reports its blocks a face)")
     parser.add_argument("--precision", choices=PRECISIONS, help="the network's number format (end to end and alone); default: facevox's (fp16 on CUDA)")
     parser.add_argument("--reserve-core", action="store_true", help="the network process on a core of its own (NetworkServer's reserve_core)")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false", help="each face's crop alone, not averaged with its mirror image")
@@ -341,7 +351,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         keys, root = inputs(args.photos, args.count, Path(scratch))
         runs = [end_to_end(keys, root, f"{scratch}/out{workers}", args.device, workers, args.reserve_core, args.precision,
-                           args.mirror)
+                           args.mirror, args.model)
                 for workers in worker_counts]
         info = model_files(args.model)[1]
         crops, crop_seconds = face_crops(keys, int(info["input_size"]))
@@ -361,6 +371,7 @@ def main() -> None:
                 f"({'from ' + args.photos if args.photos else 'made by tests/photos.py'}), GLB + JSON per face, with "
                 f"{args.workers} workers; then each stage alone (see bench/gpu_throughput.py)",
         "machine": machine(args.device),
+        "model": {"name": info.get("name"), "hierarchical": "hierarchy" in info},
         "end_to_end": runs if len(runs) > 1 else runs[0],
         "network": network,
         "network_process": processes if len(processes) > 1 else processes[0],

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from facevox.hsp_net import (BLOCK, CONTEXT, CROP, HALO, MAX_BLOCKS, OCTANT, SPAN, HSPNet, boundary_probability, cut_windows,
-                             forward_apart, grid_sizes, octant_max, windows)
+                             grid_sizes, level_outputs, octant_max, windows)
 from facevox.net import CONFIGS, VolumeNet, build
 from training import sfm
 
@@ -68,13 +68,7 @@ class ExportedLevel(torch.nn.Module):
         self.net, self.level = net, level
 
     def forward(self, features, prior, image):
-        core = slice(HALO, HALO + BLOCK)
-        # its inputs' windows alone, the children apart (features out in that layout)
-        out, occupancy, boundary = forward_apart(self.net.levels[self.level - 1], features, prior, image)
-        if boundary is None:  # the last level's outputs are already its core and the voxel in front
-            return torch.sigmoid(occupancy[:, 0])
-        probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
-        return out, occupancy, octant_max(boundary), probability
+        return level_outputs(self.net.levels[self.level - 1], features, prior, image)
 
 
 def level_inputs(net: HSPNet, level: int, count: int) -> dict[str, torch.Tensor]:

@@ -49,21 +49,25 @@ def grid_sizes(config: NetConfig) -> list[int]:
     return [config.input_size // 4 * 2**level for level in range(config.hsp_levels)]
 
 
-def crop3d(volume: torch.Tensor, which: torch.Tensor, start: torch.Tensor, size: int) -> torch.Tensor:
-    """volume (B, C, D, H, W) → (n, C, size, size, size): volume[which[i], :, k:k+size, y:y+size, x:x+size]
-    for each start[i] = (k, y, x)."""
-    r = torch.arange(size, device=volume.device)
-    k = (start[:, 0, None] + r)[:, :, None, None]
-    y = (start[:, 1, None] + r)[:, None, :, None]
-    x = (start[:, 2, None] + r)[:, None, None, :]
+def crop3d(volume: torch.Tensor, which: torch.Tensor, start: torch.Tensor, size, children: bool = False) -> torch.Tensor:
+    """volume (B, C, D, H, W) → (n, C, a, b, c): volume[which[i], :, k:k+a, y:y+b, x:x+c] for each start[i] =
+    (k, y, x) and size (a, b, c) (or one int for all three). children: the volume is stored in
+    `to_children`'s layout ((B, C, 8d, h, w), each voxel's 8 children apart); the crop comes out in space."""
+    a, b, c = (size,) * 3 if isinstance(size, int) else size
+    k, y, x = (start[:, axis, None] + torch.arange(n, device=volume.device) for axis, n in enumerate((a, b, c)))
+    k, y, x = k[:, :, None, None], y[:, None, :, None], x[:, None, None, :]
+    if children:
+        k = (4 * (k % 2) + 2 * (y % 2) + x % 2) * (volume.shape[2] // 8) + k // 2
+        y, x = y // 2, x // 2
     return volume.permute(0, 2, 3, 4, 1)[which[:, None, None, None], k, y, x].permute(0, 4, 1, 2, 3)
 
 
-def crop2d(maps: torch.Tensor, which: torch.Tensor, start: torch.Tensor, size: int) -> torch.Tensor:
-    """maps (B, C, H, W) → (n, C, size, size): maps[which[i], :, y:y+size, x:x+size] for start[i] = (y, x)."""
-    r = torch.arange(size, device=maps.device)
-    y = (start[:, 0, None] + r)[:, :, None]
-    x = (start[:, 1, None] + r)[:, None, :]
+def crop2d(maps: torch.Tensor, which: torch.Tensor, start: torch.Tensor, size) -> torch.Tensor:
+    """maps (B, C, H, W) → (n, C, a, b): maps[which[i], :, y:y+a, x:x+b] for start[i] = (y, x) and size (a, b)
+    (or one int for both)."""
+    a, b = (size,) * 2 if isinstance(size, int) else size
+    y = (start[:, 0, None] + torch.arange(a, device=maps.device))[:, :, None]
+    x = (start[:, 1, None] + torch.arange(b, device=maps.device))[:, None, :]
     return maps.permute(0, 2, 3, 1)[which[:, None, None], y, x].permute(0, 3, 1, 2)
 
 
@@ -251,6 +255,19 @@ def forward_apart(head: LevelHead, features, prior, image):
     return x, occupancy, to_space(boundary_probability(classes)[:, None], a - 2 * h, b - 2 * h, c - 2 * h)[:, 0]
 
 
+def level_outputs(head: LevelHead, features, prior, image) -> tuple:
+    """What a level's exported graph (and facevox.torch_volume) gives for its blocks, from `forward_apart`'s
+    inputs: the features (children apart) and occupancy logits over SPAN³ for the children, the octant
+    scores of the core (n, 2, 2, 2) and the occupancy probability of the core with the voxel in front of
+    it in depth (n, 17, 16, 16); the last level: that probability alone."""
+    core = slice(HALO, HALO + BLOCK)
+    out, occupancy, boundary = forward_apart(head, features, prior, image)
+    if boundary is None:  # the last level's outputs are already its core and the voxel in front
+        return (torch.sigmoid(occupancy[:, 0]),)
+    probability = torch.sigmoid(occupancy[:, 0, HALO - 1 : HALO + BLOCK, core, core])
+    return out, occupancy, octant_max(boundary), probability
+
+
 def boundary_probability(classes: torch.Tensor) -> torch.Tensor:
     """(n, 3, ...) class logits → (n, ...) the softmax's boundary probability (written out: faster in ONNX)."""
     free, boundary, occupied = classes[:, FREE], classes[:, BOUNDARY], classes[:, OCCUPIED]
@@ -281,12 +298,17 @@ class HSPNet(VolumeNet):
         return [self.stem, self.stem_out, self.pre, self.hourglasses, self.features, self.merges, self.decode,
                 self.volume_head, self.heatmap_head, self.depth_head]
 
+    def prior_logits(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The dense head's volume logits on level 1's grid (b, 1, G1³), float32."""
+        g1 = self.grids[1]
+        dense = self.volume_head(decoded).float()[:, :self.config.input_size]  # (b, s, s/2, s/2): depth k, native lateral grid
+        return dense.reshape(decoded.shape[0], g1, -1, g1, g1).mean(2)[:, None]  # level 1's voxel i holds depths 2i and 2i + 1
+
     def coarse(self, decoded: torch.Tensor) -> Coarse:
         """Level 0, the prior and the image features, from the trunk's decoded features (b, 128, s/2, s/2)."""
         g0, g1 = self.grids[0], self.grids[1]
         b = decoded.shape[0]
-        dense = self.volume_head(decoded).float()[:, :self.config.input_size]  # (b, s, s/2, s/2): depth k, native lateral grid
-        prior = dense.reshape(b, g1, -1, g1, g1).mean(2)[:, None]  # level 1's voxel i holds depths 2i and 2i + 1
+        prior = self.prior_logits(decoded)
         lifted = self.lift(F.avg_pool2d(decoded, 2)).reshape(b, -1, g0, g0, g0)
         features = self.level0(torch.cat([lifted, F.avg_pool3d(prior, 2).to(lifted.dtype)], 1))
         images = [F.avg_pool2d(m(decoded), 2) if g < g1 else m(decoded) if g == g1

@@ -1,12 +1,13 @@
 """One network process on a GPU, shared by the local engine's CPU workers (`facevox batch --device cuda`).
 
 Each worker keeps its whole Reconstructor but the network: a `NetworkClient` (VolumeModel's interface)
-hands its crops to the `NetworkServer` process, which owns TorchVolumeModel on the device and runs the
-requests queued at that moment, up to max_batch, as one batch (it never waits for more). Data moves
+hands its crops to the `NetworkServer` process, which owns the torch network (`torch_volume.torch_network`)
+on the device and runs the requests queued at that moment, up to max_batch, as one batch (it never
+waits for more). Data moves
 through one shared-memory block with a slot per worker: a crop and its `surface` flag in; the 68
 landmarks (68, 3) out, found on the device (`facevox.torch_volume.landmarks_from_heatmaps`), and, where
 the flag asks for the surface (not for the first of the two passes, which needs only the landmarks),
-the volume's front depth and mask (`facevox.torch_volume.front_depth`: all the surface mesh needs) and
+the front depth and mask (the model's `front_depth`, on the device: all the surface mesh needs) and
 the volume itself as uint8 (round(occupancy × 255)) only where a solid is wanted (STL). The server
 copies each output of a batch from the device at once, into a staging buffer (pinned on CUDA), and
 from there into the slots. The queues carry only slot numbers and error messages. A server that dies,
@@ -40,6 +41,7 @@ class NetworkServerError(RuntimeError):
 
 def _layout(info: dict, volume: bool) -> dict[str, tuple[tuple[int, ...], type]]:
     s, d, n = (int(info[k]) for k in ("input_size", "volume_depth", "num_landmarks"))
+    d = s if "hierarchy" in info else d  # a hierarchical model's solid comes from its level on the crop's grid
     layout = {"crops": ((s, s, 3), np.uint8), "surface": ((), np.bool_), "points": ((n, 3), np.float32),
               "evidence": ((), np.float32), "front": ((s, s), np.float32), "mask": ((s, s), np.bool_)}
     return layout | ({"volume": ((d, s, s), np.uint8)} if volume else {})
@@ -76,7 +78,7 @@ def answer(model, arrays: dict[str, np.ndarray], slots: list[int], buffers: dict
     one's landmarks to its slot, and its front depth and mask (and volume) if its surface flag is set."""
     import torch
 
-    from facevox.torch_volume import evidence_of, front_depth, landmarks_from_heatmaps
+    from facevox.torch_volume import evidence_of, landmarks_from_heatmaps
 
     buffers["crops"][:len(slots)].numpy()[...] = arrays["crops"][slots]
     surface = arrays["surface"][slots]
@@ -85,9 +87,9 @@ def answer(model, arrays: dict[str, np.ndarray], slots: list[int], buffers: dict
         volume, heatmaps, depth = model.forward(buffers["crops"][:len(slots)], surface)
         outputs = {"points": landmarks_from_heatmaps(heatmaps, depth, model.input_size), "evidence": evidence_of(heatmaps)}
         if full:
-            outputs["front"], outputs["mask"] = front_depth(volume)
+            outputs["front"], outputs["mask"] = model.front_depth(volume)
             if "volume" in arrays:
-                outputs["volume"] = volume.mul_(255).round_().to(torch.uint8)
+                outputs["volume"] = model.dense_volume(volume).mul_(255).round_().to(torch.uint8)
         for name, tensor in outputs.items():
             buffers[name][:len(tensor)].copy_(tensor, non_blocking=True)
         if model.device.type == "cuda":
@@ -200,9 +202,9 @@ def _serve(handle: ServerHandle, path: str, device: str, max_batch: int, precisi
             os.sched_setaffinity(0, {core})
         import torch
 
-        from facevox.torch_volume import TorchVolumeModel
+        from facevox.torch_volume import torch_network
 
-        model = TorchVolumeModel(path, device, precision, mirror)
+        model = torch_network(path, device, precision, mirror)
         block = SharedMemory(handle.block)
         arrays = slot_arrays(block.buf, handle.info, handle.slots, handle.volume)
         buffers = staging(handle.info, min(max_batch, handle.slots), handle.volume, model.device)

@@ -64,9 +64,9 @@ def make_reconstructor(options: Options, threads: int | None = None, device: str
     from facevox.api import Reconstructor, Settings
 
     if device:
-        from facevox.torch_volume import TorchVolumeModel
+        from facevox.torch_volume import torch_network
 
-        network = TorchVolumeModel(options.model, device=device, mirror=options.mirror)
+        network = torch_network(options.model, device=device, mirror=options.mirror)
     settings = Settings(max_triangles=options.max_triangles, solid=options.solid, mirror=options.mirror, mesh=options.mesh)
     return Reconstructor(options.model, settings=settings, threads=threads, network=network)
 
