@@ -177,17 +177,27 @@ class TorchVolumeModel:
     def __call__(self, crops: np.ndarray, surface: bool = True) -> list[NetworkOutput]:
         """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop, with its landmarks found on the device;
         surface=False: the landmarks alone."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        with self._torch.inference_mode():
-            volume, heatmaps, depth = self.forward(crops, surface)
-            points = landmarks_from_heatmaps(heatmaps, depth, self.input_size).cpu().numpy().astype(np.float64)
-            if not surface:
-                evidence = evidence_of(heatmaps).cpu().numpy()
-                return [NetworkOutput(None, None, None, points=p, face_evidence=float(e)) for p, e in zip(points, evidence)]
+        def outputs(volume, heatmaps, depth, points):
             volume, heatmaps, depth = (t.cpu().numpy() for t in (volume, heatmaps, depth))
-        return [NetworkOutput(v, h, d, points=p) for v, h, d, p in zip(volume, heatmaps, depth, points)]
+            return [NetworkOutput(v, h, d, points=p) for v, h, d, p in zip(volume, heatmaps, depth, points)]
+
+        return run_on_device(self, crops, surface, outputs)
+
+
+def run_on_device(model, crops: np.ndarray, surface: bool, outputs) -> list[NetworkOutput]:
+    """A torch model's __call__: crops (n, s, s, 3) or one crop through model.forward, the landmarks found
+    on the device; surface=False: NetworkOutputs of the landmarks and their evidence alone, else
+    outputs(forward's result, heatmaps, depth, points), still inside inference mode."""
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    with model._torch.inference_mode():
+        result, heatmaps, depth = model.forward(crops, surface)
+        points = landmarks_from_heatmaps(heatmaps, depth, model.input_size).cpu().numpy().astype(np.float64)
+        if not surface:
+            evidence = evidence_of(heatmaps).cpu().numpy()
+            return [NetworkOutput(None, None, None, points=p, face_evidence=float(e)) for p, e in zip(points, evidence)]
+        return outputs(result, heatmaps, depth, points)
 
 
 class TorchHierarchy:
@@ -417,17 +427,10 @@ class TorchHierarchicalModel:
         """crops: (n, s, s, 3) uint8 RGB → one NetworkOutput per crop, as facevox.hierarchy.HierarchicalModel's
         (front depth and Hierarchy; the front depth made on the device), with its landmarks found on the
         device; surface=False: the landmarks alone."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        with self._torch.inference_mode():
-            tree, heatmaps, depth = self.forward(crops, surface)
-            points = landmarks_from_heatmaps(heatmaps, depth, self.input_size).cpu().numpy().astype(np.float64)
-            if not surface:
-                evidence = evidence_of(heatmaps).cpu().numpy()
-                return [NetworkOutput(None, None, None, points=p, face_evidence=float(e)) for p, e in zip(points, evidence)]
+        def outputs(tree, heatmaps, depth, points):
             front, mask = (t.cpu().numpy() for t in tree.front_depth())
             heatmaps, depth = heatmaps.cpu().numpy(), depth.cpu().numpy()
-            trees = tree.trees()
-        return [NetworkOutput(None, h, d, front=(f.astype(np.float64), m), points=p, hierarchy=t)
-                for h, d, f, m, p, t in zip(heatmaps, depth, front, mask, points, trees)]
+            return [NetworkOutput(None, h, d, front=(f.astype(np.float64), m), points=p, hierarchy=t)
+                    for h, d, f, m, p, t in zip(heatmaps, depth, front, mask, points, tree.trees())]
+
+        return run_on_device(self, crops, surface, outputs)
