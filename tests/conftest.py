@@ -119,3 +119,20 @@ def surrey():
     if not (sfm.sfm_dir() / "sfm_shape_3448.bin").exists():
         pytest.skip("Surrey Face Model files not found (set FACEVOX_SFM)")
     return sfm.load()
+
+
+@pytest.fixture(scope="session")
+def tiny_hsp_model(tmp_path_factory, surrey):
+    """An untrained hierarchical model for 64-pixel crops (4 levels: 16³ to 128³), exported: (net, path)."""
+    torch = pytest.importorskip("torch", reason="exporting a model needs the [train] extra (torch)")
+    from facevox.net import NetConfig, build
+    from training.export_onnx import export
+
+    torch.manual_seed(0)
+    net = build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4, input_size=64, volume_depth=64)).eval()
+    with torch.no_grad():  # a fresh head's occupancy is its prior alone: make it read the features and the image too
+        for head in net.levels:
+            head.occupancy.weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("hsp") / "tiny-hsp.onnx"
+    export(net, path, {"name": "tiny-hsp", "training_steps": 0})
+    return net, path

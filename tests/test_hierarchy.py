@@ -75,26 +75,22 @@ def test_choice_keeps_the_highest_scores_within_the_limit():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, surrey):
-    """An untrained hierarchical model for 64-pixel crops, exported (needs the [train] extra)."""
-    torch = pytest.importorskip("torch", reason="exporting a model needs the [train] extra (torch)")
+def bench_model(tmp_path_factory, surrey):
+    """An untrained hierarchical model for 192-pixel crops, exported, for the benches' end-to-end runs."""
+    torch = pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
     from facevox.net import NetConfig, build
     from training.export_onnx import export
 
     torch.manual_seed(0)
-    net = build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4, input_size=SIZE, volume_depth=SIZE)).eval()
-    with torch.no_grad():  # a fresh head's occupancy is its prior alone: make it read the features and the image too
-        for head in net.levels:
-            head.occupancy.weight.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("hsp") / "tiny-hsp.onnx"
-    export(net, path, {"name": "tiny-hsp", "training_steps": 0})
-    return net, path
+    path = tmp_path_factory.mktemp("bench-hsp") / "bench-hsp.onnx"
+    export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
+    return path
 
 
-def test_runtime_matches_the_torch_network(tiny_model):
+def test_runtime_matches_the_torch_network(tiny_hsp_model):
     import torch
 
-    net, path = tiny_model
+    net, path = tiny_hsp_model
     crops = (np.random.default_rng(0).random((2, SIZE, SIZE, 3)) * 255).astype(np.uint8)
     with torch.no_grad():
         _, expected = net.hierarchy(net.trunk(torch.from_numpy(crops.transpose(0, 3, 1, 2) / np.float32(255))), threshold=-1.0)
@@ -114,11 +110,11 @@ def test_runtime_matches_the_torch_network(tiny_model):
     assert depth.shape == (SIZE, SIZE) and mask.dtype == bool and outputs[0].volume is None
 
 
-def test_runtime_runs_without_torch(tiny_model):
+def test_runtime_runs_without_torch(tiny_hsp_model):
     import subprocess
     import sys
 
-    _, path = tiny_model
+    _, path = tiny_hsp_model
     code = ("import sys, numpy as np; from facevox.volume import load_network; "
             f"out = load_network({str(path)!r})(np.zeros((1, {SIZE}, {SIZE}, 3), np.uint8))[0]; "
             "assert out.front[0].shape == ({SIZE}, {SIZE}) and 'torch' not in sys.modules")
@@ -126,13 +122,13 @@ def test_runtime_runs_without_torch(tiny_model):
 
 
 @pytest.mark.needs_detector
-def test_pipeline_runs_on_a_hierarchical_model(tiny_model):
+def test_pipeline_runs_on_a_hierarchical_model(tiny_hsp_model):
     from skimage import data
 
     import facevox
     from facevox.volume import load_network
 
-    _, path = tiny_model
+    _, path = tiny_hsp_model
     assert isinstance(load_network(path), HierarchicalModel)
     settings = facevox.Settings(mesh="surface", refine=False, min_evidence=0.0, solid=True)
     face = facevox.Reconstructor(path, settings=settings)(data.astronaut())[0]
@@ -141,18 +137,13 @@ def test_pipeline_runs_on_a_hierarchical_model(tiny_model):
     assert len(facevox.export(face, "glb")) > 1000
 
 
-def test_bench_compares_the_two_models(tmp_path, surrey):
+def test_bench_compares_the_two_models(tmp_path, bench_model):
     """bench/hsp.py end to end on two renders, with an untrained hierarchical model for 192-pixel crops."""
-    torch = pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
     import json
 
     from bench import hsp as bench
-    from facevox.net import NetConfig, build
-    from training.export_onnx import export
 
-    torch.manual_seed(0)
-    path = tmp_path / "bench-hsp.onnx"
-    export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
+    path = bench_model
     out = tmp_path / "hsp.json"
     bench.main(["--count", "2", "--batch-size", "2", "--timing-faces", "1", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
     result = json.loads(out.read_text())
@@ -165,8 +156,8 @@ def test_bench_compares_the_two_models(tmp_path, surrey):
     assert floors["truth_floor"]["dense_error"] < floors["hsp_floor"]["dense_error_fine"] + 0.001 < dense["dense_error"]
 
 
-def test_forced_blocks_take_the_place_of_the_heads_choice(tiny_model):
-    _, path = tiny_model
+def test_forced_blocks_take_the_place_of_the_heads_choice(tiny_hsp_model):
+    _, path = tiny_hsp_model
     crops = (np.random.default_rng(1).random((1, SIZE, SIZE, 3)) * 255).astype(np.uint8)
     every = HierarchicalModel(path, mirror=False, threshold=-1.0)(crops)[0].hierarchy  # all octants refined
     level1 = every.levels[0].origin[[1, 6]]
@@ -197,18 +188,13 @@ def test_widened_blocks_keep_the_true_ones_and_stay_under_refined_parents():
     assert wide[0][1].tolist() == [0, 0, 0]  # the nearest others first (all 7 at one block's distance: raster order)
 
 
-def test_cpu_bench_times_the_oracles_blocks(tmp_path, surrey):
+def test_cpu_bench_times_the_oracles_blocks(tmp_path, bench_model):
     """bench/hsp_cpu.py end to end on two renders, with an untrained hierarchical model for 192-pixel crops."""
-    torch = pytest.importorskip("torch", reason="the bench needs the [train] extra (torch)")
     import json
 
     from bench import hsp_cpu
-    from facevox.net import NetConfig, build
-    from training.export_onnx import export
 
-    torch.manual_seed(0)
-    path = tmp_path / "bench-hsp.onnx"
-    export(build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4)).eval(), path, {"name": "bench-hsp"})
+    path = bench_model
     out = tmp_path / "hsp_cpu.json"
     hsp_cpu.main(["--faces", "1", "--scales", "1,2", "--rounds", "2", "--photos", "", "--hsp-model", str(path), "--out", str(out)])
     result = json.loads(out.read_text())

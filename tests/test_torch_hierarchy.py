@@ -17,19 +17,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, surrey):
-    """An untrained hierarchical model for 64-pixel crops (4 levels: 16³ to 128³), exported."""
-    from facevox.net import NetConfig, build
-    from training.export_onnx import export
-
-    torch.manual_seed(0)
-    net = build(NetConfig(stacks=1, width=32, hsp_levels=4, hsp_channels=4, input_size=SIZE, volume_depth=SIZE)).eval()
-    with torch.no_grad():  # a fresh head's occupancy is its prior alone: make it read the features and the image too
-        for head in net.levels:
-            head.occupancy.weight.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("hsp") / "tiny-hsp.onnx"
-    export(net, path, {"name": "tiny-hsp", "training_steps": 0})
-    return path
+def tiny_model(tiny_hsp_model):
+    """The exported path of conftest's untrained hierarchical model for 64-pixel crops."""
+    return tiny_hsp_model[1]
 
 
 @pytest.fixture(scope="module")
