@@ -64,10 +64,11 @@ class FlatFaces:
         self.level = level
 
     def sample(self, count: int, seed: int):
-        from types import SimpleNamespace
+        from training.sources import Batch
 
         image = torch.full((count, 3, 8, 8), self.level / 255)
-        return SimpleNamespace(image=image, landmarks=torch.as_tensor(np.tile(square_face((4, 4), 4), (count, 1, 1))))
+        landmarks = torch.as_tensor(np.tile(square_face((4, 4), 4), (count, 1, 1)))
+        return Batch(image, torch.zeros(count, 8, 8), torch.zeros(count, 8, 8), landmarks, torch.zeros(count, 3), torch.zeros(count, 1, 3))
 
 
 def test_crop_pool_takes_each_source_in_its_share():
@@ -75,8 +76,6 @@ def test_crop_pool_takes_each_source_in_its_share():
     levels = pool.images[:, 0, 0, 0].tolist()
     assert np.abs(np.array([levels.count(v) for v in (10, 20, 30)]) - [105, 105, 90]).max() <= 2  # rendered in chunks of 256
     assert CropPool([FlatFaces(10), FlatFaces(20)], [1, 0], 7, seed=0).images[:, 0, 0, 0].tolist() == [10] * 7
-    assert pool.counts(10) == [4, 3, 3] or pool.counts(10) == [3, 4, 3]
-    assert sum(pool.counts(255)) == 255
 
 
 def test_targets_and_decoding_round_trip():

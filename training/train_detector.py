@@ -150,10 +150,12 @@ def evaluate(net, scenes, faces, threshold: float = 0.4) -> dict[str, float]:
 class CropPool:
     """Rendered (synthetic) and profiled real face crops with their 68 landmarks, in shared memory so
     that the scene workers draw from it while the loop renews it on the GPU. Each render takes its
-    crops from the sources in proportion to `shares`."""
+    crops from the sources in proportion to `shares` (training.sources.real.Mixture)."""
 
     def __init__(self, sources, shares, size: int, seed: int):
-        self.sources, self.shares, self.seed = sources, np.asarray(shares, np.float64) / np.sum(shares), seed
+        from training.sources.real import Mixture
+
+        self.mixture, self.seed = Mixture(sources, shares), seed
         images, marks = self.render(min(size, 256), seed)
         self.images = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8).share_memory_()
         self.landmarks = torch.zeros((size, 68, 2)).share_memory_()
@@ -161,21 +163,9 @@ class CropPool:
         for start in range(len(images), size, 256):
             self.renew(torch.arange(start, min(size, start + 256)), seed + start)
 
-    def counts(self, count: int) -> list[int]:
-        """`count` split by the shares, the remainder to the largest fractions."""
-        exact = self.shares * count
-        counts = np.floor(exact).astype(int)
-        counts[np.argsort(counts - exact)[:count - counts.sum()]] += 1
-        return counts.tolist()
-
     def render(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, marks = [], []
-        for source, n in zip(self.sources, self.counts(count)):
-            if n:
-                batch = source.sample(n, seed)
-                images.append((batch.image.float().clamp(0, 1) * 255).round().byte().cpu())
-                marks.append(batch.landmarks[..., :2].float().cpu())
-        return torch.cat(images), torch.cat(marks)
+        batch = self.mixture.sample(count, seed)
+        return (batch.image.float().clamp(0, 1) * 255).round().byte().cpu(), batch.landmarks[..., :2].float().cpu()
 
     def renew(self, slots: torch.Tensor, seed: int) -> None:
         images, marks = self.render(len(slots), seed)
