@@ -119,7 +119,7 @@ class IctFaces:
         self.device, self.size, self.volume_depth, self.max_yaw = torch.device(device), size, volume_depth, max_yaw
         self.identity_sd, self.texture_fraction = identity_sd, texture_fraction
         self.expression_names = head.expression_names
-        tensor = lambda a, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
+        tensor = lambda a, dtype=torch.float32: torch.as_tensor(a if torch.is_tensor(a) else np.ascontiguousarray(a), dtype=dtype, device=self.device)
 
         match = surrey_correspondence(head, surrey)
         inner_irises = np.r_[tuple(np.arange(*span) for span in IRISES.values())]  # hidden inside the sclera
