@@ -157,13 +157,16 @@ def main():
 
     import facevox
 
-    model = sfm.load()
     from facevox.faces import detectors_by_name
+    from facevox.volume import model_files
+
+    convention = model_files(args.model)[1].get("landmark_convention", "contour")
+    model = sfm.load(landmarks=convention)  # the labels' landmarks in the model's convention
 
     detectors = detectors_by_name(args.detectors) if args.detectors else None
     recon = facevox.Reconstructor(args.model, detectors=detectors, threads=args.threads or None)
     started = time.time()
-    results = {"model": str(Path(args.model).name), "detectors": [type(d).__name__ for d in recon.detectors], "sets": {}}
+    results = {"model": str(Path(args.model).name), "landmark_convention": convention, "detectors": [type(d).__name__ for d in recon.detectors], "sets": {}}
     all_rows = []
     for name in args.sets:
         rows = run_set(name, Path(args.data) / name, Path(args.labels) / f"{name}.npz", recon, model, args.limit)
