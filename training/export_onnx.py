@@ -23,6 +23,7 @@ LICENCE_REAL = ("Non-commercial use only: trained on shapes of the Surrey Face M
 DATA_SYNTHETIC = "synthetic Surrey Face Model renders (training/sources/synthetic.py)"
 DATA_REAL = (DATA_SYNTHETIC + " mixed with real photos (real-faces, celeb-faces) carrying fitted Surrey labels, "
              "as photographed and profiled (training/sources/real.py)")
+DATA_ICT = ", and ICT FaceKit heads (training/sources/ict.py; ICT FaceKit, MIT licence)"
 
 
 class Exported(torch.nn.Module):
@@ -171,7 +172,7 @@ def main():
     train_config = state.get("train_config", {})
     real = bool(train_config.get("real_labels"))
     metadata = {**state["metadata"], "seed": train_config.get("seed"), "batch_size": train_config.get("batch_size"),
-                "data": DATA_REAL if real else DATA_SYNTHETIC, "licence": LICENCE_REAL if real else LICENCE}
+                "data": (DATA_REAL if real else DATA_SYNTHETIC) + (DATA_ICT if train_config.get("ict_fraction") else ""), "licence": LICENCE_REAL if real else LICENCE}
     export(net, args.output, metadata, landmarks=train_config.get("landmarks", "contour"),
            threshold=train_config.get("hsp_threshold", 0.08))
     print(f"exported {args.output}; max |onnxruntime - torch| = {check(net, args.output):.2e}")
