@@ -280,7 +280,8 @@ def main(argv=None):
     else:
         net = TorchVolumeModel(args.model, args.device, args.precision)
         network = f"torch on {torch.cuda.get_device_name(net.device) if net.device.type == 'cuda' else args.device}, {args.precision}"
-    model = sfm.load(landmarks=net.info.get("landmark_convention", "contour"))  # the targets in the model's convention
+    convention = net.info.get("landmark_convention", "contour")
+    model = sfm.load(landmarks=convention)  # the targets in the model's convention
     photo_files = real_faces(Path(args.photos), "val") if args.photos else []
     source = SyntheticFaces(model, load_photos(photo_files) if photo_files else None, device="cpu")
     size, volume_depth = int(net.info["input_size"]), int(net.info["volume_depth"])
@@ -314,7 +315,7 @@ def main(argv=None):
             "background_photos": f"real-faces 'val' split ({len(photo_files)} photos)" if photo_files else "procedural only",
             "model_file": net.path.name,
             "network": network,
-            "model_training_steps": net.info.get("training_steps"), "landmark_convention": net.info.get("landmark_convention", "contour"),
+            "model_training_steps": net.info.get("training_steps"), "landmark_convention": convention,
             "visibility_tolerance_px": VISIBILITY_TOLERANCE,
             "best_shift_search": "whole voxels in [-24, 24], then 0.25 steps within ±1 of the best",
             "targets": TARGETS,

@@ -11,8 +11,7 @@ set -euo pipefail
 export PYTHONPATH=src:. PYTHONUNBUFFERED=1 FACEVOX_SFM=cache/sfm FACEVOX_ICT=${FACEVOX_ICT:-src/facevox/models/ict_head.npz}
 run=${RUN:-runs/main}
 out="$OUT/${run##*/}"
-mkdir -p "$run" "$out"
-mkdir -p cache
+mkdir -p "$run" "$out" cache
 (
   flock 9  # a run started beside this one waits here until the packs are unpacked
   for pack in cache/*.tgz; do
