@@ -1,7 +1,7 @@
 """Dense against hierarchical (HSP) volume, one run on the same held-out renders (docs/hsp.md).
 
     PYTHONPATH=src:. FACEVOX_SFM=/work/shared/data/sfm \\
-        python -m bench.hsp [--count 64] [--hsp-model hsp-hg2-w192] [--out bench/results/hsp.json]
+        python -m bench.hsp [--count 64] [--hsp-model hsp-hg2-w192] [--threshold T] [--out bench/results/hsp.json]
 
 Faces: `bench.accuracy_synthetic`'s held-out renders (seed 2·10^9 + batch, clutter from the real-faces
 'val' split), crops as uint8, both models with the mirror average as the product runs them.
@@ -28,6 +28,7 @@ map (what the measuring costs).
 CPU time and peak memory a face: each model in its own process (`--threads` threads), the network and the
 surface (front depth, mesh) on `--timing-faces` of the crops, after one warm-up face; wall and CPU seconds
 a face, and the process's peak resident memory.
+--threshold: the hierarchical model's octant refinement threshold (default: its JSON's), in both parts.
 """
 
 from __future__ import annotations
@@ -118,11 +119,12 @@ def mesh_arrays(mesh):
     return mesh.vertices, mesh.triangles
 
 
-def timing(model: str, crops: np.ndarray, threads: int) -> dict:
+def timing(model: str, crops: np.ndarray, threads: int, threshold: float | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "crops.npy"
         np.save(path, crops)
-        done = subprocess.run([sys.executable, "-m", "bench.hsp_timing", model, str(path), str(threads)],
+        extra = [] if threshold is None else ["--threshold", str(threshold)]
+        done = subprocess.run([sys.executable, "-m", "bench.hsp_timing", model, str(path), str(threads), *extra],
                               capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -147,6 +149,7 @@ def main(argv=None):
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS), help="real-faces folder ('' = procedural backgrounds only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timing-faces", type=int, default=8)
+    parser.add_argument("--threshold", type=float, default=None, help="octant refinement threshold (default: the model's JSON)")
     parser.add_argument("--out", default="bench/results/hsp.json")
     args = parser.parse_args(argv)
 
@@ -160,7 +163,7 @@ def main(argv=None):
     photo_files = real_faces(Path(args.photos), "val") if args.photos else []
     source = SyntheticFaces(sfm.load(), load_photos(photo_files) if photo_files else None, device="cpu")
     dense = VolumeModel(args.dense_model, threads=args.threads)
-    hsp = HierarchicalModel(args.hsp_model, threads=args.threads)
+    hsp = HierarchicalModel(args.hsp_model, threads=args.threads, threshold=args.threshold)
     size = dense.input_size
     if hsp.input_size != size:
         parser.error("the two models take crops of different sizes")
@@ -187,7 +190,7 @@ def main(argv=None):
                      "versions": {"python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}},
         "metrics": "see bench/hsp.py docstring; dense_error and nme are fractions (0.02 = 2 %)",
         "results": summary(rows),
-        "cpu": {"dense": timing(str(dense.path), crops, args.threads), "hsp": timing(str(hsp.path), crops, args.threads)},
+        "cpu": {"dense": timing(str(dense.path), crops, args.threads), "hsp": timing(str(hsp.path), crops, args.threads, args.threshold)},
     }
     result["settings"]["wall_time_s"] = round(time.time() - start, 1)
     out = Path(args.out)

@@ -1,6 +1,6 @@
 """One model's CPU time and peak memory a face, in a process of its own (bench/hsp.py, bench/hsp_cpu.py):
 
-    python -m bench.hsp_timing MODEL CROPS.npy THREADS [--blocks BLOCKS.npz] [--no-mirror]   # prints one JSON line
+    python -m bench.hsp_timing MODEL CROPS.npy THREADS [--blocks BLOCKS.npz] [--no-mirror] [--threshold T]   # prints one JSON line
 
 The network and the surface (front depth, `facevox.mesh.surface_from_depth`) on each crop after the
 first (a warm-up); wall and CPU seconds a face, the CPU seconds a face of each part (`parts`: each
@@ -8,7 +8,8 @@ onnxruntime graph's runs, the numpy around them in the network stage, the surfac
 depth) and the process's
 peak resident memory. BLOCKS.npz: for a hierarchical model, the blocks to refine on each crop instead of
 the head's choice (arrays `face{i}_level{l}`, origins (m, 3); `HierarchicalModel.refine`). --no-mirror:
-without the mirrored crop's pass (the product's `Settings(mirror=False)`). Imports only the runtime (no
+without the mirrored crop's pass (the product's `Settings(mirror=False)`). --threshold: a hierarchical
+model's octant refinement threshold instead of its JSON's. Imports only the runtime (no
 torch), so the memory is the product's.
 """
 
@@ -82,10 +83,13 @@ def main(argv=None) -> None:
     parser.add_argument("threads", type=int)
     parser.add_argument("--blocks", default=None)
     parser.add_argument("--no-mirror", action="store_true")
+    parser.add_argument("--threshold", type=float, default=None)
     args = parser.parse_args(argv)
     blocks_path = args.blocks
     crops = np.load(args.crops)
     network = load_network(args.model, threads=args.threads, mirror=not args.no_mirror)
+    if args.threshold is not None:
+        network.threshold = args.threshold
     clocks, front_depth = instrument(network)
     forced = blocks_of(blocks_path, len(crops), len(clocks) - 1)
     seconds = {"network_call": 0.0, "surface": 0.0}
