@@ -108,6 +108,21 @@ def test_texture_has_no_holes_in_its_islands():
     assert (np.abs(texture.reshape(-1, 3)[skin_texels].astype(int) - colour).max(1) <= 1).all()
 
 
+def test_photo_is_used_only_inside_the_network_surface():
+    """The texture takes the photo only where the crop's surface is: not beyond the crop's edge, even
+    below a surface that reaches it (the sampling clamps to the edge)."""
+    depth = np.full((192, 192), np.inf)
+    depth[40:, 60:130] = 50.0  # a face surface down to the crop's bottom edge
+    crop_matrix = np.array([[0.5, 0, 10], [0, 0.5, 20], [0, 0, 1]])  # photo → crop: half size, shifted
+    weight = head._surface_weight(depth, crop_matrix)
+    photo_of = lambda x, y: ((np.array([x]) - 10) / 0.5, (np.array([y]) - 20) / 0.5)  # crop point → photo point
+    assert weight(*photo_of(95, 120))[0] == pytest.approx(1, abs=1e-3)  # inside the surface
+    assert weight(*photo_of(95, 191))[0] > 0.1  # the surface at the crop's edge
+    assert weight(*photo_of(95, 195))[0] == 0  # just below the crop
+    assert weight(*photo_of(95, 400))[0] == 0  # far below it
+    assert weight(*photo_of(20, 120))[0] == 0  # beside the surface
+
+
 def test_uv_raster_covers_every_triangle():
     """Random points inside every UV triangle fall on texels the raster gives a triangle."""
     model = head.load_model()

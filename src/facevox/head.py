@@ -162,9 +162,10 @@ def _surface_weight(depth: np.ndarray, crop_matrix: np.ndarray, margin: int = 5)
 
     inside = np.isfinite(depth).astype(np.float32)
     inside = cv2.GaussianBlur(cv2.erode(inside, np.ones((2 * margin + 1,) * 2, np.uint8)), (0, 0), margin / 2)
+    inside = np.pad(inside, 1)  # a zero border, which points off the crop take (the sampling clamps)
 
     def weight(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        crop = np.stack([x, y], 1) @ crop_matrix[:2, :2].T + crop_matrix[:2, 2]
+        crop = np.stack([x, y], 1) @ crop_matrix[:2, :2].T + crop_matrix[:2, 2] + 1
         return _bilinear(inside[:, :, None], crop[:, 0], crop[:, 1])[:, 0]
 
     return weight
