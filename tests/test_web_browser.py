@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -73,6 +74,8 @@ def test_upload_view_and_download(page, tmp_path, astronaut_png):
     assert drawn[height // 2, width // 2], "the face is not in the middle of the view"
     ys, xs = np.nonzero(drawn)
     assert abs(xs.mean() / width - 0.5) < 0.1 and abs(ys.mean() / height - 0.5) < 0.15
+    facts = page.inner_text("#facts")  # the pose in whole degrees, never "-0°"
+    assert re.fullmatch(r"yaw\s+-?\d+°\s+pitch\s+-?\d+°\s+roll\s+-?\d+°", facts.strip(), re.IGNORECASE) and "-0°" not in facts, facts
 
     page.click("[data-look=shaded]")  # the looks really change the picture
     page.wait_for_timeout(200)

@@ -283,6 +283,9 @@ function show(answer) {
   select(0);
 }
 
+// Whole degrees; a small negative angle reads 0°, not -0°.
+const degrees = (value) => `${Math.round(value) || 0}°`;
+
 function select(index) {
   selected = index;
   const face = current.faces[index];
@@ -290,7 +293,7 @@ function select(index) {
   for (const button of $('chooser-buttons').children) button.setAttribute('aria-checked', String(Number(button.dataset.index) === index));
   const facts = $('facts');
   facts.replaceChildren(...[
-    ['Yaw', `${face.pose.yaw.toFixed(0)}°`], ['Pitch', `${face.pose.pitch.toFixed(0)}°`], ['Roll', `${face.pose.roll.toFixed(0)}°`],
+    ['Yaw', degrees(face.pose.yaw)], ['Pitch', degrees(face.pose.pitch)], ['Roll', degrees(face.pose.roll)],
   ].map(([name, value]) => {
     const item = document.createElement('div');
     item.innerHTML = '<dt></dt><dd></dd>';
