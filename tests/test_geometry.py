@@ -93,6 +93,27 @@ def test_outline_spikes_are_limited_and_occlusion_steps_kept():
     assert np.array_equal(limited[10:30, 10:30], depth[10:30, 10:30])
 
 
+def test_surface_leaves_out_triangles_across_depth_jumps():
+    """A thin deep slit (the line between the lips on a turned face) and an occlusion step give no
+    triangle spanning more than MAX_JUMP voxels: the slit's columns go, both sides of the step stay; a
+    slope of 5 voxels a pixel (a steep cheek) keeps all its triangles."""
+    ys, xs = np.mgrid[0:60, 0:60]
+    mask = (xs - 30) ** 2 + (ys - 30) ** 2 < 27**2
+    depth = 40.0 + 5.0 * np.maximum(xs - 40, 0)  # flat, then 5 voxels a pixel
+    whole = mesh.surface_from_depth(depth, mask)
+    assert len(whole.triangles) == len(mesh.height_field(mesh.limit_outline(depth, mask), mask).triangles)
+
+    cut = depth.copy()
+    cut[30, 5:25] = 120.0  # a one-row slit, 80 voxels deep
+    cut[:, 28:] += 30.0  # an occlusion step down the middle
+    surface = mesh.surface_from_depth(cut, mask)
+    assert np.ptp(surface.vertices[:, 2][surface.triangles], axis=1).max() <= mesh.MAX_JUMP
+    kept = {tuple(v) for v in surface.vertices[:, :2].astype(int)}
+    assert not any((x, 30) in kept for x in range(8, 25))  # the slit's columns are gone
+    assert (15, 15) in kept and (50, 30) in kept and (20, 45) in kept  # both sides of the step stay
+    assert surface.triangles.max() < len(surface.vertices)
+
+
 def test_solid_mesh_is_watertight_with_outward_normals():
     import trimesh
 

@@ -168,8 +168,8 @@ def test_network_landmarks_and_front_depth_match_python(device_page, volume_mode
 
 
 def test_surface_mesh_matches_python_exactly(device_page, volume_model, astronaut):
-    """The same front depth through both surface builders (outline limit, large pieces, height field):
-    the same vertices in the same order, the same triangles."""
+    """The same front depth through both surface builders (outline limit, large pieces, height field,
+    depth jumps): the same vertices in the same order, the same triangles."""
     from facevox import crop, mesh
     from facevox.faces import OnnxFaceDetector, detect_faces
 
@@ -177,7 +177,9 @@ def test_surface_mesh_matches_python_exactly(device_page, volume_model, astronau
     depth, mask = volume_model(crop.crop_image(astronaut, crop.crop_matrix(box)))[0].front_depth()
     mask[60:64, 60:64] = False  # a hole, and an island of stray columns to leave out
     mask[2:4, 2:5], depth[2:4, 2:5] = True, 50.0
+    depth[100, 40:90] += 40.0  # a deep slit: the triangles across it go, and its columns
     expected = mesh.surface_from_depth(depth, mask)
+    assert len(expected.vertices) < mask.sum() - 40  # the slit's columns left out
     js = device_page.evaluate("""([depth, mask]) => {
       const d = Float64Array.from(depth, (v, i) => (mask[i] ? v : Infinity));
       const s = device.mesh.surfaceFromDepth(d, Uint8Array.from(mask), 192, 192, device.reconstructor.rules.surface);

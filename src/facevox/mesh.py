@@ -21,6 +21,7 @@ LEVEL = RULES["surface"]["level"]  # occupancy at the surface
 OUTLINE_SLOPE = RULES["surface"]["outline_slope"]  # voxels of depth per pixel at most, along the face's outline (`limit_outline`)
 OUTLINE_WIDTH = RULES["surface"]["outline_width"]  # pixels: how far inside the outline that limit starts
 PIECE_SHARE = RULES["surface"]["piece_share"]  # surface pieces with at least this share of the largest one's triangles are kept
+MAX_JUMP = RULES["surface"]["max_jump"]  # voxels: a surface triangle whose corners' depths differ by more spans a depth discontinuity (`drop_jumps`)
 
 
 def _marching_cubes(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -204,15 +205,29 @@ def surface_mesh(volume: np.ndarray, level: float = LEVEL) -> Mesh:
 def surface_from_depth(depth: np.ndarray, mask: np.ndarray, outline_slope: float | None = OUTLINE_SLOPE) -> Mesh:
     """The surface from a front depth map and its mask: a height field, outline spikes limited by
     `limit_outline` at `outline_slope` (None: not limited; bench/outline_limit.py), in its large pieces
-    (`large_pieces`: small islands of stray columns are left out). Made on the mask's bounding box."""
+    (`large_pieces`: small islands of stray columns are left out), without triangles across depth
+    discontinuities (`drop_jumps`). Made on the mask's bounding box."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
         return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
     box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
     limited = depth[box] if outline_slope is None else limit_outline(depth[box], mask[box], outline_slope)
-    surface = height_field(limited, large_pieces(mask[box]))
+    surface = drop_jumps(height_field(limited, large_pieces(mask[box])))
     surface.vertices[:, :2] += (cols[0], rows[0])
     return surface
+
+
+def drop_jumps(surface: Mesh, max_jump: float = MAX_JUMP) -> Mesh:
+    """The surface without its triangles whose corners' depths differ by more than `max_jump` voxels,
+    and without the vertices left unused: such a triangle joins two sides of a depth discontinuity (the
+    line between the lips or the far cheek behind the nose on a turned face), which made thin spikes
+    and walls backwards. The pieces this separates all stay (the side of the neck behind the jaw, seen
+    on a profile, is one)."""
+    keep = np.ptp(surface.vertices[:, 2][surface.triangles], axis=1) <= max_jump
+    if keep.all():
+        return surface
+    used, triangles = np.unique(surface.triangles[keep], return_inverse=True)
+    return Mesh(surface.vertices[used], triangles.reshape(-1, 3).astype(np.int64))
 
 
 def solid_mesh(volume: np.ndarray, level: float = LEVEL, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:

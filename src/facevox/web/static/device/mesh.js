@@ -146,8 +146,35 @@ export function heightField(depth, mask, height, width) {
   return { vertices: Float64Array.from(vertices), triangles: Uint32Array.from(triangles) };
 }
 
+// The surface without its triangles whose corners' depths differ by more than maxJump voxels (they join
+// two sides of a depth discontinuity) and without the vertices left unused, the rest keeping their order
+// (mesh.py drop_jumps).
+export function dropJumps(surface, maxJump) {
+  const { vertices, triangles } = surface;
+  const kept = [];
+  for (let t = 0; t < triangles.length; t += 3) {
+    const a = vertices[3 * triangles[t] + 2];
+    const b = vertices[3 * triangles[t + 1] + 2];
+    const c = vertices[3 * triangles[t + 2] + 2];
+    if (Math.max(a, b, c) - Math.min(a, b, c) <= maxJump) kept.push(t);
+  }
+  if (kept.length * 3 === triangles.length) return surface;
+  const ids = new Int32Array(vertices.length / 3).fill(-1);
+  for (const t of kept) for (let k = 0; k < 3; k += 1) ids[triangles[t + k]] = 0;
+  const outVertices = [];
+  for (let v = 0, n = 0; v < ids.length; v += 1) {
+    if (ids[v] < 0) continue;
+    ids[v] = n;
+    n += 1;
+    outVertices.push(vertices[3 * v], vertices[3 * v + 1], vertices[3 * v + 2]);
+  }
+  const outTriangles = new Uint32Array(kept.length * 3);
+  kept.forEach((t, i) => { for (let k = 0; k < 3; k += 1) outTriangles[3 * i + k] = ids[triangles[t + k]]; });
+  return { vertices: Float64Array.from(outVertices), triangles: outTriangles };
+}
+
 // The surface in crop coordinates (x, y, k) from a front depth map and its mask (mesh.py surface_from_depth):
-// outline limited, large pieces only, made on the mask's bounding box.
+// outline limited, large pieces only, no triangle across a depth discontinuity, made on the mask's bounding box.
 export function surfaceFromDepth(depth, mask, height, width, surfaceRules) {
   let r0 = height; let r1 = -1; let c0 = width; let c1 = -1;
   for (let y = 0; y < height; y += 1) {
@@ -168,7 +195,7 @@ export function surfaceFromDepth(depth, mask, height, width, surfaceRules) {
     }
   }
   const limited = limitOutline(boxDepth, boxMask, h, w, surfaceRules.outline_slope, surfaceRules.outline_width);
-  const surface = heightField(limited, largePieces(boxMask, h, w, surfaceRules.piece_share), h, w);
+  const surface = dropJumps(heightField(limited, largePieces(boxMask, h, w, surfaceRules.piece_share), h, w), surfaceRules.max_jump);
   for (let i = 0; i < surface.vertices.length; i += 3) {
     surface.vertices[i] += c0;
     surface.vertices[i + 1] += r0;
