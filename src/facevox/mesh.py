@@ -60,8 +60,12 @@ def _main_pieces(vertices: np.ndarray, triangles: np.ndarray, share: float = 1.0
     _, labels = connected_components(graph, directed=False)
     triangle_labels = labels[triangles[:, 0]]
     sizes = np.bincount(triangle_labels)
-    keep = triangles[sizes[triangle_labels] >= share * sizes.max()]
-    used, remap = np.unique(keep, return_inverse=True)
+    return _used_only(vertices, triangles[sizes[triangle_labels] >= share * sizes.max()])
+
+
+def _used_only(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices some triangle uses, in their order, and the triangles renumbered onto them."""
+    used, remap = np.unique(triangles, return_inverse=True)
     return vertices[used], remap.reshape(-1, 3).astype(np.int64)
 
 
@@ -226,8 +230,7 @@ def drop_jumps(surface: Mesh, max_jump: float = MAX_JUMP) -> Mesh:
     keep = np.ptp(surface.vertices[:, 2][surface.triangles], axis=1) <= max_jump
     if keep.all():
         return surface
-    used, triangles = np.unique(surface.triangles[keep], return_inverse=True)
-    return Mesh(surface.vertices[used], triangles.reshape(-1, 3).astype(np.int64))
+    return Mesh(*_used_only(surface.vertices, surface.triangles[keep]))
 
 
 def solid_mesh(volume: np.ndarray, level: float = LEVEL, smooth_iterations: int = 10, back_margin: float = 4.0) -> Mesh:
